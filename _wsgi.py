@@ -1,0 +1,18 @@
+"""gunicorn entry point: `gunicorn _wsgi:app`. Also `python _wsgi.py --port 9090` for a dev server."""
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from albackend.app import create_app  # noqa: E402
+
+app = create_app()
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Run the backend with Flask's development server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9090)
+    args = parser.parse_args()
+    app.run(host=args.host, port=args.port, threaded=True)

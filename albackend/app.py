@@ -1,0 +1,229 @@
+"""The protocol layer Label Studio talks to: /health /setup /predict /webhook /versions /metrics and
+/projects/<id>/status.
+
+label-studio-ml 1.0.9's own Flask app drops START_TRAINING, answers 405 on /versions and 500 on a webhook
+without `action` (DESIGN.md section 1), so the routes are owned here; the model class stays a
+LabelStudioMLBase subclass (model.py). Every error is a JSON 4xx with a message, or a logged 500
+without a stack trace in the response.
+"""
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from albackend.labelconfig import ConfigError, parse_label_config
+from albackend.settings import Settings
+from albackend.store import ModelStore, project_key
+
+log = logging.getLogger(__name__)
+TRAIN_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_CREATED",
+                 "ANNOTATIONS_DELETED", "START_TRAINING"}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Timings:
+    """Recent reply times per endpoint, for /metrics (p50/p99 over the last 1000 requests)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, deque] = defaultdict(lambda: deque(maxlen=1000))
+        self._counts: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def add(self, endpoint: str, seconds: float, status: int) -> None:
+        with self._lock:
+            self._data[endpoint].append(seconds)
+            self._counts[f"{endpoint} {status}"] += 1
+
+    def summary(self) -> dict:
+        import numpy as np
+
+        with self._lock:
+            out = {}
+            for ep, values in self._data.items():
+                arr = np.array(values) * 1000
+                out[ep] = {"n": len(arr), "p50_ms": round(float(np.percentile(arr, 50)), 3),
+                           "p99_ms": round(float(np.percentile(arr, 99)), 3)}
+            return {"latency": out, "responses": dict(self._counts)}
+
+
+def _project_from(payload: dict) -> str:
+    project = payload.get("project")
+    if isinstance(project, dict):
+        project = project.get("id")
+    if project is None and isinstance(payload.get("task"), dict):
+        project = payload["task"].get("project")
+    if project is None or isinstance(project, (list, dict, bool)):
+        raise BadRequest("payload names no project")
+    try:
+        return project_key(project)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _json_body() -> dict:
+    data = request.get_json(silent=True, force=True)
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from albackend.jobs import make_queue
+    from model import ActiveLearningModel
+
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = ModelStore(settings.model_dir)
+    app = Flask("al-backend")
+    app.config["JSON_SORT_KEYS"] = False
+    state = {"queue": None, "started": time.time()}
+    queue_lock = threading.Lock()
+    timings = Timings()
+    models = ActiveLearningModel.registry(settings, store)
+
+    def job_queue():
+        with queue_lock:  # created lazily: a fork after import must not share an RQ connection or thread
+            if state["queue"] is None:
+                state["queue"] = make_queue(settings, store)
+            return state["queue"]
+
+    @app.before_request
+    def _auth_and_clock():
+        request.environ["al.t0"] = time.perf_counter()
+        if settings.basic_auth_user:
+            header = request.headers.get("Authorization", "")
+            ok = False
+            if header.startswith("Basic "):
+                try:
+                    user, _, pwd = base64.b64decode(header[6:]).decode().partition(":")
+                    ok = hmac.compare_digest(user, settings.basic_auth_user) and \
+                        hmac.compare_digest(pwd, settings.basic_auth_pass)
+                except (ValueError, UnicodeDecodeError):
+                    ok = False
+            if not ok:
+                resp = jsonify({"error": "authentication required"})
+                resp.status_code = 401
+                resp.headers["WWW-Authenticate"] = 'Basic realm="al-backend"'
+                return resp
+        return None
+
+    @app.after_request
+    def _time(resp):
+        t0 = request.environ.get("al.t0")
+        if t0 is not None:
+            timings.add(request.url_rule.rule if request.url_rule else "unmatched", time.perf_counter() - t0,
+                        resp.status_code)
+        return resp
+
+    @app.errorhandler(BadRequest)
+    def _bad(exc: BadRequest):
+        return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return jsonify({"error": exc.description}), exc.code
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"error": f"internal error: {type(exc).__name__}"}), 500
+
+    @app.route("/", methods=["GET"])
+    @app.route("/health", methods=["GET"])
+    def health():
+        return jsonify({"status": "UP", "model_class": "ActiveLearningModel",
+                        "queue": "rq" if settings.redis_url else "in-process"})
+
+    @app.route("/setup", methods=["POST"])
+    def setup():
+        data = _json_body()
+        project = _project_from(data)
+        try:
+            spec = parse_label_config(data.get("schema") or data.get("label_config") or "")
+        except ConfigError as exc:
+            raise BadRequest(f"unsupported label config: {exc}", 422) from None
+        model = models.get(project)
+        model.setup(spec, hostname=str(data.get("hostname") or ""), access_token=str(data.get("access_token") or ""))
+        return jsonify({"model_version": model.model_version})
+
+    @app.route("/predict", methods=["POST"])
+    def predict():
+        data = _json_body()
+        tasks = data.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("'tasks' must be a list")
+        if not tasks:
+            return jsonify({"results": []})
+        project = _project_from(data) if data.get("project") is not None else _project_from(
+            {"task": tasks[0] if isinstance(tasks[0], dict) else {}})
+        results = models.get(project).predict(tasks)
+        return jsonify({"results": results})
+
+    @app.route("/webhook", methods=["POST"])
+    def webhook():
+        data = _json_body()
+        action = data.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("webhook payload has no 'action'")
+        if action not in TRAIN_ACTIONS:
+            return jsonify({"status": "ignored", "action": action}), 200
+        project = _project_from(data)
+        job_id, queued = job_queue().submit(project, action)
+        return jsonify({"status": "queued" if queued else "already queued", "job_id": job_id}), 201
+
+    @app.route("/train", methods=["POST"])
+    def train():  # label-studio-ml's legacy route: same semantics as START_TRAINING
+        data = _json_body()
+        job_id, queued = job_queue().submit(_project_from(data), "train")
+        return jsonify({"status": "queued" if queued else "already queued", "job_id": job_id}), 201
+
+    @app.route("/versions", methods=["GET"])
+    def versions():
+        project = request.args.get("project")
+        projects = [project_key(project)] if project else store.all_projects()
+        return jsonify({"versions": [v for p in projects for v in store.versions(p)]})
+
+    @app.route("/projects/<project>/status", methods=["GET"])
+    def status(project: str):
+        try:
+            project = project_key(project)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return jsonify(project_status(store, project, job_queue()))
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics():
+        q = job_queue()
+        return jsonify({
+            "uptime_s": round(time.time() - state["started"], 1), **timings.summary(),
+            "projects": {p: project_status(store, p, q, jobs_limit=3) for p in store.all_projects()},
+        })
+
+    return app
+
+
+def project_status(store: ModelStore, project: str, queue, jobs_limit: int = 10) -> dict:
+    current = store.current(project) or {}
+    jobs = [queue.reconcile(j) for j in store.jobs(project, limit=jobs_limit)]
+    last = next((j for j in jobs if j.get("state") == "finished"), None)
+    last_training = None
+    if last:
+        s = last.get("stats") or {}
+        last_training = {"model_version": s.get("model_version"), "iteration": s.get("iteration"),
+                         **(s.get("rescore") or {}), "predictions_pushed": s.get("predictions_pushed", 0),
+                         "train_seconds": (s.get("seconds") or {}).get("train"), "gold": s.get("gold"),
+                         "job_seconds": s.get("seconds")}
+    return {"project": project, "model_version": current.get("model_version"),
+            "iteration": current.get("iteration"), "jobs": jobs, "last_training": last_training}

@@ -1,0 +1,167 @@
+"""The acquisition model: a Hugging Face encoder with a classification or token-classification head.
+
+It is also the building block of the PLASM teacher and of HF-encoder successors: one class knows how to
+turn gold examples into features, fine-tune, score texts, and save a directory that
+`transformers.pipeline` can load (safetensors, tokenizer, id2label) plus `albackend.json` metadata.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+from albackend.examples import Example
+from albackend.labelconfig import TaskSpec
+from albackend.models.device import pick_device, seed_everything
+from albackend.models.infer import encode, run_model
+from albackend.models.registry import ModelNotFound, resolve_model
+from albackend.models.train import TrainConfig, fine_tune
+from albackend.tagging import align_labels, decode_spans, tag_names
+
+log = logging.getLogger(__name__)
+META_FILE = "albackend.json"
+
+
+@dataclass
+class Predictions:
+    """Model outputs for a list of texts, in input order."""
+
+    probs: np.ndarray | list[np.ndarray]  # (N, C) for classification, per-text (n_words, n_tags) for tagging
+    word_ranges: list[list[tuple[int, int]]] | None = None
+    embeddings: np.ndarray | None = None
+    n_tokens: int = 0
+    seconds: float = 0.0
+
+
+class AcquisitionModel:
+    """Encoder + head for one TaskSpec; train, score, save, load."""
+
+    def __init__(self, spec: TaskSpec, tokenizer, model: torch.nn.Module, meta: dict, device: torch.device,
+                 max_length: int = 256):
+        self.spec, self.tokenizer, self.model, self.meta = spec, tokenizer, model, meta
+        self.device, self.max_length = device, max_length
+
+    @property
+    def label_names(self) -> list[str]:
+        return tag_names(self.spec.labels) if self.spec.kind == "tagging" else list(self.spec.labels)
+
+    @classmethod
+    def create(cls, base: str, spec: TaskSpec, *, device: str | torch.device = "auto", max_length: int = 256,
+               seed: int = 42) -> "AcquisitionModel":
+        """A fresh head on a pretrained encoder (packaged name, local directory or hub id)."""
+        path = resolve_model(base)
+        seed_everything(seed)
+        names = tag_names(spec.labels) if spec.kind == "tagging" else list(spec.labels)
+        kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)),
+                      label2id={n: i for i, n in enumerate(names)})
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if spec.kind == "tagging":
+                model = AutoModelForTokenClassification.from_pretrained(path, **kwargs)
+            else:
+                if spec.multi_label:
+                    kwargs["problem_type"] = "multi_label_classification"
+                model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(f"cannot load model {base!r}: {exc}") from exc
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelNotFound(f"model {base!r} has no fast tokenizer: character offsets need one")
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        meta = {"base_model": base, "spec": spec.to_dict(), "max_length": max_length}
+        teacher = _read_meta(Path(path)).get("teacher") if Path(path).is_dir() else None
+        if teacher:
+            meta["teacher"] = teacher
+        return cls(spec, tokenizer, model, meta, dev, max_length)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | torch.device = "auto") -> "AcquisitionModel":
+        directory = Path(directory)
+        meta = _read_meta(directory)
+        spec = TaskSpec.from_dict(meta["spec"])
+        auto = AutoModelForTokenClassification if spec.kind == "tagging" else AutoModelForSequenceClassification
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = auto.from_pretrained(directory)
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        return cls(spec, tokenizer, model.to(dev).eval(), meta, dev, int(meta.get("max_length", 256)))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / META_FILE).write_text(json.dumps(self.meta, indent=2, default=str))
+
+    # ---- training -------------------------------------------------------------------------------------
+    def features(self, examples: Sequence[Example]) -> list[dict]:
+        texts = [e.text for e in examples]
+        if self.spec.kind == "tagging":
+            enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+            return [{"input_ids": enc["input_ids"][i],
+                     "labels": align_labels(enc["offset_mapping"][i], enc.word_ids(i), ex.spans, self.spec.labels)}
+                    for i, ex in enumerate(examples)]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        feats = []
+        for i, ex in enumerate(examples):
+            if self.spec.multi_label:
+                target = [0.0] * len(self.spec.labels)
+                for j in ex.label_ids:
+                    target[j] = 1.0
+                feats.append({"input_ids": enc["input_ids"][i], "labels": target})
+            else:
+                feats.append({"input_ids": enc["input_ids"][i], "labels": int(ex.label_ids[0])})
+        return feats
+
+    def fit(self, examples: Sequence[Example], cfg: TrainConfig, *, evaluate: Callable[[], float] | None = None,
+            on_step: Callable[[int, int, float], None] | None = None) -> dict:
+        seed_everything(cfg.seed)
+        stats = fine_tune(self.model, self.features(examples), cfg, self.device,
+                          pad_id=self.tokenizer.pad_token_id or 0, evaluate=evaluate, on_step=on_step)
+        stats["n_examples"] = len(examples)
+        self.meta["training"] = stats
+        self.meta["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return stats
+
+    # ---- scoring --------------------------------------------------------------------------------------
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64, embeddings: bool = False) -> Predictions:
+        t0 = time.perf_counter()
+        tagging = self.spec.kind == "tagging"
+        enc = encode(self.tokenizer, texts, self.max_length, words=tagging)
+        pad = self.tokenizer.pad_token_id or 0
+        if tagging:
+            def head(logits, mask):
+                return [p[: int(m.sum())].cpu().numpy() for p, m in zip(torch.softmax(logits, -1), mask)]
+        elif self.spec.multi_label:
+            def head(logits, mask):
+                return torch.sigmoid(logits).cpu().numpy()
+        else:
+            def head(logits, mask):
+                return torch.softmax(logits, -1).cpu().numpy()
+        outs, emb = run_model(self.model, enc.input_ids, batch_size=batch_size, device=self.device,
+                              pad_id=pad, head=head, embeddings=embeddings)
+        if tagging:
+            probs = [o[first] if len(first) else np.zeros((0, len(self.label_names)), np.float32)
+                     for o, first in zip(outs, enc.word_first)]
+            return Predictions(probs, enc.word_ranges, emb, enc.n_tokens, time.perf_counter() - t0)
+        probs = np.stack(outs) if outs else np.zeros((0, len(self.label_names)), np.float32)
+        return Predictions(probs.astype(np.float32), None, emb, enc.n_tokens, time.perf_counter() - t0)
+
+    def spans(self, text: str, word_ranges, word_probs: np.ndarray) -> list[tuple[int, int, str, float]]:
+        return decode_spans(text, word_ranges, word_probs, self.spec.labels)
+
+
+def _read_meta(directory: Path) -> dict:
+    path = directory / META_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("unreadable %s in %s", META_FILE, directory)
+        return {}

@@ -1,0 +1,1 @@
+"""PLASM: pseudo-labeling for acquisition-successor mismatch (paper section 4.1)."""

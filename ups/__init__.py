@@ -1,0 +1,1 @@
+"""Unlabeled pool subsampling (paper section 4.2)."""
