@@ -13,7 +13,7 @@ from pathlib import Path
 ENV_VARS: dict[str, tuple[str, str]] = {
     "MODEL_DIR": ("./data/models", "Model store root: per-project versioned models, score caches, job records."),
     "ACQUISITION_MODEL": ("minilm-l6", "Acquisition model: a packaged name (minilm-l6, splade-tiny, mpnet), a local HF directory, or a hub name."),
-    "QUERY_STRATEGY": ("auto", "least_confident | margin | entropy | mnlp | mahalanobis | random; auto = LC for classification, MNLP for tagging."),
+    "QUERY_STRATEGY": ("auto", "least_confident, margin, entropy, mnlp, mahalanobis or random; auto = LC for classification, MNLP for tagging."),
     "REDIS_URL": ("", "If set, training jobs go to an RQ queue served by `rq worker`; otherwise an in-process worker runs them."),
     "RQ_QUEUE": ("albackend", "RQ queue name for training and PLASM jobs."),
     "LABEL_STUDIO_URL": ("", "Label Studio base URL; falls back to the hostname sent in /setup."),
@@ -37,7 +37,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "BASIC_AUTH_PASS": ("", "Password for BASIC_AUTH_USER."),
     "SEED": ("42", "Seed for training, subsampling and splits."),
     "LOG_LEVEL": ("INFO", "Python log level."),
-    "DEVICE": ("auto", "auto | cpu | cuda: auto uses the GPU (with bf16 autocast) when present."),
+    "DEVICE": ("auto", "auto, cpu or cuda: auto uses the GPU (with bf16 autocast) when present."),
 }
 
 

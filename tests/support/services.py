@@ -182,13 +182,19 @@ class Service:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        # children (gunicorn workers, rq work horses, LS's runserver child) may outlive the leader: kill the
-        # whole group. Linux never hands out a pid that is still in use as a process-group id, so this only
-        # reaches our own leftovers.
+        # Children may outlive the leader: gunicorn workers and LS's runserver child share its group, but an
+        # RQ work horse calls setpgrp() (own group, same session). SIGKILL the group and every process of the
+        # session the leader created. Linux never hands out a pid still in use as a group or session id, so
+        # this only reaches our own leftovers.
         try:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in _session_members(pgid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:  # pragma: no cover
@@ -213,6 +219,27 @@ class Service:
 
     def __eq__(self, other):
         return self is other
+
+
+def _session_members(sid: int) -> list[int]:
+    """Pids whose session id is ``sid`` (Linux /proc; empty elsewhere)."""
+    out = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read().decode("utf-8", "replace")
+            fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
+            if int(fields[3]) == sid and int(name) != os.getpid():
+                out.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def _stop_all_at_exit() -> None:

@@ -10,6 +10,7 @@ import math
 import os
 import signal
 import socket
+import sys
 
 import pytest
 
@@ -219,3 +220,28 @@ def test_label_studio_ml_backend_protocol(label_studio, ls_client, shared_data):
         assert len(fake.seen("POST", "/predict")) == n_predict + 1
         assert len(c.list_predictions(pid)) == 5
         assert c.patch_project(pid, model_version="fake-v1")["model_version"] == "fake-v1"
+
+
+def test_stop_kills_children_in_their_own_group(tmp_path):
+    # like an RQ work horse: a forked child that calls setpgrp() leaves the leader's group, not its session
+    code = ("import os, sys, time\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.setpgrp(); print('child', os.getpid(), flush=True); time.sleep(300); sys.exit(0)\n"
+            "time.sleep(300)\n")
+    svc = services._spawn("horse", [sys.executable, "-c", code], tmp_path / "h.log")
+    try:
+        services.wait_until(lambda: "child " in svc.log_tail(), 10, 0.1, "child to start")
+        child = int(svc.log_tail().split("child ")[1].split()[0])
+        assert os.getpgid(child) == child != svc.pid
+    finally:
+        svc.stop(timeout=2)
+
+    def child_gone():
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return open(f"/proc/{child}/stat").read().split(")")[1].split()[0] == "Z"  # killed, not yet reaped
+
+    services.wait_until(child_gone, 10, 0.1, "setpgrp child to be killed")

