@@ -64,10 +64,11 @@ class InProcessQueue:
             with self._lock:
                 self._pending.pop(project, None)
             try:
-                runner = self._runner
-                if runner is None:
-                    from albackend.training import training_job as runner
-                runner(project, job_id)
+                if self._runner is not None:
+                    self._runner(project, job_id)
+                else:  # the app's settings, not the environment's: create_app(settings) may differ from it
+                    from albackend.training import training_job
+                    training_job(project, job_id, settings=self.settings)
             except Exception:  # the job records its own failure; the worker thread must survive
                 log.exception("training job %s crashed", job_id)
 

@@ -64,7 +64,10 @@ class ModelStore:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        model_path = self.project_dir(project) / "versions" / info.get("model_version", "")
+        version = info.get("model_version") if isinstance(info, dict) else None
+        if not isinstance(version, str) or not version or _SAFE.search(version) or version in (".", ".."):
+            return None  # a damaged CURRENT must not resolve to versions/ itself or outside it
+        model_path = self.project_dir(project) / "versions" / version
         if not model_path.is_dir():
             return None
         info["path"] = str(model_path)

@@ -95,9 +95,9 @@ def train_and_publish(settings: Settings, store: ModelStore, project: str, spec:
     return model, info
 
 
-def training_job(project: str, job_id: str) -> dict:
-    """Entry point for RQ and the in-process worker."""
-    settings = Settings.from_env()
+def training_job(project: str, job_id: str, settings: Settings | None = None) -> dict:
+    """Entry point for RQ (settings from the environment) and the in-process worker (the app's settings)."""
+    settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(settings.model_dir)
     record = store.read_job(project, job_id) or jobs.queued_record(job_id, project, "unknown")

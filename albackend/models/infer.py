@@ -31,6 +31,8 @@ class Encoded:
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int, *, words: bool) -> Encoded:
+    if len(texts) == 0:  # a fast tokenizer raises IndexError on an empty batch
+        return Encoded(input_ids=[])
     enc = tokenizer(list(texts), truncation=True, max_length=max_length, return_offsets_mapping=words)
     out = Encoded(input_ids=enc["input_ids"])
     if words:

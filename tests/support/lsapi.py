@@ -35,7 +35,8 @@ Every method was checked against a real LS 1.23.2 (``tests/support/test_harness.
   It LOCKS the task for the user (TASK_LOCK_TTL, default 86400 s) and keeps returning that locked task until it
   is labeled - so label the served task before expecting /next to re-rank. With sampling "Uncertainty sampling"
   it orders the unlabeled tasks that have a prediction of ``project.model_version`` by that prediction's score,
-  lowest first (ties in any order); with none it falls back to random.
+  lowest first (ties in any order); with none it falls back to random. With nothing left to label it answers
+  404 "There are no tasks for <user>" (``next_task`` returns None).
 - A bad token gives 401 ``{"detail": "Invalid token."}``; API errors are JSON ``{"status_code", "detail",
   "validation_errors"}``.
 """

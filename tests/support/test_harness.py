@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tests.support import datasets, services
-from tests.support.datasets import (AGNEWS_LABELS, CLASSIFICATION_CONFIG, CONLL_LABELS, NER_CONFIG,
+from tests.support import services
+from tests.support.datasets import (AGNEWS_LABELS, CLASSIFICATION_CONFIG, CONLL_LABELS,
                                     agnews_tasks, choices_result, conll_tasks, iob2_to_char_spans,
                                     spans_result)
 from tests.support.fakes import FakeMLBackend

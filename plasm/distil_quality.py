@@ -1,0 +1,321 @@
+"""Inputs and the quality report of `plasm distil`.
+
+Unlabeled text comes from a text file (one per line), a Label Studio JSON export (task data field), a CSV
+column, or a live Label Studio project. The quality report follows the paper's Figure 3: fine-tune student,
+teacher and an unrelated model (default the packaged MPNet) on the same small labeled set (1% of a labeled CSV,
+or the project's gold labels), score a pool sample with least confidence, and compare the Spearman rank
+correlations student~teacher and teacher~unrelated; the student's scoring speed-up is measured on the same
+sample with the same batch size. Fine-tuning and scoring reuse AcquisitionModel, nothing is reimplemented.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import gc
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from albackend.examples import Example, gold_examples, is_labeled
+from albackend.labelconfig import TaskSpec, parse_label_config
+from albackend.models.acquisition import META_FILE, AcquisitionModel
+from albackend.models.registry import ModelNotFound
+from albackend.models.train import TrainConfig
+from albackend.strategies import least_confident
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("unlabeled text (one source)")
+    g.add_argument("--text-file", help="UTF-8 text file, one text per line")
+    g.add_argument("--export", help="Label Studio JSON export; the texts are task data[--field]")
+    g.add_argument("--field", help="task data field holding the text (default: from the label config, or 'text')")
+    g.add_argument("--csv", help="CSV file; the texts are column --text-col")
+    g.add_argument("--text-col", default="text", help="text column of --csv and --eval-csv")
+    g.add_argument("--ls-project", help="Label Studio project id (URL and key from --ls-url/--ls-key or env)")
+    g.add_argument("--ls-url", default=None, help="default: LABEL_STUDIO_URL")
+    g.add_argument("--ls-key", default=None, help="default: LABEL_STUDIO_API_KEY (never logged)")
+    g.add_argument("--max-texts", type=int, default=0, help="use a seeded random sample of this many texts")
+    q = p.add_argument_group("quality report")
+    q.add_argument("--eval-csv", help="labeled CSV (--text-col, --label-col) for the quality report")
+    q.add_argument("--label-col", default="label")
+    q.add_argument("--eval-fraction", type=float, default=0.01, help="labeled share used for fine-tuning")
+    q.add_argument("--eval-size", type=int, default=0, help="labeled examples for fine-tuning (overrides fraction)")
+    q.add_argument("--pool-size", type=int, default=2000, help="pool sample scored by every model")
+    q.add_argument("--unrelated", default="mpnet", help="the unrelated comparison model ('none' to skip)")
+    q.add_argument("--eval-epochs", type=int, default=5)
+    q.add_argument("--eval-min-steps", type=int, default=60)
+    q.add_argument("--eval-lr", type=float, default=1e-4)
+    q.add_argument("--score-batch-size", type=int, default=64)
+    q.add_argument("--noise-baseline", action="store_true",
+                   help="also fine-tune the teacher with another seed: the teacher~teacher ceiling")
+    q.add_argument("--no-quality", action="store_true", help="skip the quality report")
+    q.add_argument("--quality-only", action="store_true", help="only (re)write the report of the student in --out")
+
+
+def _shuffled(items: list, seed: int, limit: int) -> list:
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in (order[:limit] if limit > 0 else order)]
+
+
+def _task_field(tasks: Sequence[dict], field: str | None) -> str:
+    if field:
+        return field
+    data = [t.get("data", t) for t in tasks if isinstance(t, dict)]
+    if data and all(isinstance(d.get("text"), str) for d in data[:100]):
+        return "text"
+    for key, value in (data[0] if data else {}).items():
+        if isinstance(value, str):
+            return key
+    raise ValueError("cannot tell which task field holds the text: pass --field")
+
+
+def _texts_of(tasks: Sequence[dict], field: str) -> list[str]:
+    out = []
+    for t in tasks:
+        d = t.get("data", t) if isinstance(t, dict) else {}
+        if isinstance(d, dict) and isinstance(d.get(field), str) and d[field].strip():
+            out.append(d[field])
+    return out
+
+
+def read_csv(path: str, text_col: str, label_col: str | None = None) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        for col in (text_col, label_col):
+            if col and col not in (reader.fieldnames or []):
+                raise ValueError(f"{path} has no column {col!r} (columns: {reader.fieldnames})")
+        for row in reader:
+            if row[text_col] and row[text_col].strip():
+                texts.append(row[text_col])
+                labels.append(str(row[label_col]) if label_col else "")
+    return texts, labels
+
+
+def ls_client(params: dict):
+    from albackend.lsclient import LabelStudioClient
+    return LabelStudioClient(params.get("ls_url") or os.environ.get("LABEL_STUDIO_URL", ""),
+                             params.get("ls_key") or os.environ.get("LABEL_STUDIO_API_KEY", ""))
+
+
+def load_unlabeled(params: dict) -> tuple[list[str], str, dict]:
+    """(texts, source description, LS context {tasks, spec} when the source is a project)."""
+    given = [k for k in ("text_file", "export", "csv", "ls_project") if params.get(k)]
+    if len(given) != 1:
+        raise ValueError("give exactly one text source: --text-file, --export, --csv or --ls-project")
+    seed, limit, ctx = int(params.get("seed", 42)), int(params.get("max_texts") or 0), {}
+    if params.get("text_file"):
+        texts = [ln.strip() for ln in Path(params["text_file"]).read_text(encoding="utf-8").splitlines()]
+        source = f"text file {params['text_file']}"
+    elif params.get("csv"):
+        texts = read_csv(params["csv"], params.get("text_col") or "text")[0]
+        source = f"csv {params['csv']} column {params.get('text_col') or 'text'}"
+    elif params.get("export"):
+        tasks = json.loads(Path(params["export"]).read_text(encoding="utf-8"))
+        if not isinstance(tasks, list):
+            raise ValueError(f"{params['export']} is not a Label Studio JSON export (a list of tasks)")
+        field = _task_field(tasks, params.get("field"))
+        texts, source = _texts_of(tasks, field), f"LS export {params['export']} field {field}"
+    else:
+        client = ls_client(params)
+        project = client.get_project(params["ls_project"])
+        tasks = list(client.iter_tasks(params["ls_project"]))
+        spec = None
+        try:
+            spec = parse_label_config(project.get("label_config") or "")
+        except ValueError:
+            pass
+        field = params.get("field") or (spec.value_key if spec else None) or _task_field(tasks, None)
+        texts, source = _texts_of(tasks, field), f"Label Studio project {params['ls_project']} field {field}"
+        ctx = {"tasks": tasks, "spec": spec}
+    texts = _shuffled([t for t in texts if t.strip()], seed, limit)
+    return texts, source, ctx
+
+
+def labeled_split(params: dict, pool_texts: Sequence[str], ctx: dict):
+    """(spec, train examples, pool texts, pool labels or None, description) or None when no labels exist."""
+    seed, pool_size = int(params.get("seed", 42)), int(params.get("pool_size") or 2000)
+    if params.get("eval_csv"):
+        texts, labels = read_csv(params["eval_csv"], params.get("text_col") or "text", params.get("label_col"))
+        names = sorted(set(labels))
+        spec = TaskSpec("classification", "label", "text", "text", tuple(names))
+        order = np.random.default_rng(seed).permutation(len(texts))
+        n_train = int(params.get("eval_size") or 0) or max(len(names), round(params["eval_fraction"] * len(texts)))
+        train = [Example(None, texts[i], [names.index(labels[i])]) for i in order[:n_train]]
+        pool_idx = order[n_train:n_train + pool_size]
+        return (spec, train, [texts[i] for i in pool_idx], [names.index(labels[i]) for i in pool_idx],
+                f"{n_train} of {len(texts)} rows of {params['eval_csv']} (seed {seed})")
+    spec = ctx.get("spec")
+    if spec is not None and spec.kind == "classification" and not spec.multi_label:
+        train, _ = gold_examples([t for t in ctx["tasks"] if is_labeled(t)], spec, 100000)
+        if params.get("eval_size"):
+            train = _shuffled(train, seed, int(params["eval_size"]))
+        pool = _shuffled(_texts_of([t for t in ctx["tasks"] if not is_labeled(t)], spec.value_key), seed, pool_size)
+        if train and pool:
+            return spec, train, pool, None, f"{len(train)} gold labels of the Label Studio project"
+    return None
+
+
+# ---- the report ---------------------------------------------------------------------------------------
+def rank_average(x: np.ndarray) -> np.ndarray:
+    _, inverse, counts = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rho: Pearson correlation of average ranks (ties share their mean rank); numpy only."""
+    ra, rb = rank_average(np.asarray(a)), rank_average(np.asarray(b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(np.sqrt((ra ** 2).sum() * (rb ** 2).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+def quality_report(student: str, teacher: str, spec: TaskSpec, train: Sequence[Example], pool: Sequence[str],
+                   *, pool_labels: Sequence[int] | None = None, unrelated: str | None = "mpnet",
+                   train_cfg: TrainConfig = TrainConfig(), max_length: int = 128, batch_size: int = 64,
+                   device: str = "auto", seed: int = 42, noise_baseline: bool = False, timing_repeats: int = 2,
+                   on_progress: Callable[[dict], None] | None = None) -> dict:
+    runs = [("student", student, seed), ("teacher", teacher, seed)]
+    if noise_baseline:
+        runs.append(("teacher_reseeded", teacher, seed + 1))
+    if unrelated and unrelated.lower() != "none":
+        runs.append(("unrelated", unrelated, seed))
+    lc, models, kept = {}, {}, {}
+    for role, name, s in runs:
+        if on_progress:
+            on_progress({"stage": f"quality: fine-tune {role}", "model": name})
+        try:
+            m = AcquisitionModel.create(name, spec, device=device, max_length=max_length, seed=s)
+        except ModelNotFound as exc:
+            models[role] = {"model": name, "available": False, "reason": str(exc)}
+            continue
+        stats = m.fit(train, dataclasses.replace(train_cfg, seed=s))
+        pred = m.predict(pool, batch_size=batch_size)
+        lc[role] = least_confident(pred.probs)
+        models[role] = {"model": name, "available": True, "seed": s,
+                        "parameters": int(sum(p.numel() for p in m.model.parameters())),
+                        "fit_seconds": round(stats["seconds"], 2), "fit_steps": stats["steps"],
+                        "score_seconds": round(pred.seconds, 3)}
+        if pool_labels is not None:
+            models[role]["pool_accuracy"] = round(float(np.mean(pred.probs.argmax(1) == np.asarray(pool_labels))), 4)
+        if role in ("student", "teacher"):
+            kept[role] = m
+        del m
+        gc.collect()
+    speed = {}
+    if {"student", "teacher"} <= kept.keys():  # alternate the runs so CPU contention hits both alike
+        best = {r: min(models[r]["score_seconds"], float("inf")) for r in kept}
+        for _ in range(timing_repeats):
+            for role, m in kept.items():
+                best[role] = min(best[role], m.predict(pool, batch_size=batch_size).seconds)
+        speed = {f"{r}_texts_per_second": round(len(pool) / best[r], 1) for r in kept}
+        speed["speedup"] = round(best["teacher"] / best["student"], 2)
+        speed.update({"batch_size": batch_size, "n_texts": len(pool), "timing": f"best of {timing_repeats + 1}"})
+    kept.clear()
+    corr = {}
+    for a, b in (("student", "teacher"), ("teacher", "unrelated"), ("student", "unrelated"),
+                 ("teacher", "teacher_reseeded")):
+        if a in lc and b in lc:
+            corr[f"{a}~{b}"] = round(spearman(lc[a], lc[b]), 4)
+    st, tu = corr.get("student~teacher"), corr.get("teacher~unrelated")
+    if tu is None:
+        verdict = f"unrelated model {unrelated!r} unavailable: no teacher~unrelated baseline"
+    else:
+        verdict = ("PASS: student~teacher > teacher~unrelated" if st > tu
+                   else "FAIL: student~teacher <= teacher~unrelated")
+    return {"spec_labels": list(spec.labels), "n_train": len(train), "n_pool": len(pool),
+            "train_config": dataclasses.asdict(train_cfg), "models": models, "spearman_lc": corr,
+            "speed": speed, "pair_wins": (st > tu) if tu is not None and st is not None else None,
+            "verdict": verdict}
+
+
+# ---- the whole run ------------------------------------------------------------------------------------
+def config_from_params(params: dict):
+    from plasm.distil import LOSSES, DistilConfig
+    weights = {k: 1.0 for k in LOSSES}
+    for part in str(params.get("loss_weights") or "").split(","):
+        if part.strip():
+            k, _, v = part.partition("=")
+            if k.strip() not in LOSSES:
+                raise ValueError(f"unknown loss {k!r} in --loss-weights (known: {', '.join(LOSSES)})")
+            weights[k.strip()] = float(v)
+    known = {f.name for f in dataclasses.fields(DistilConfig)}
+    kw = {k: v for k, v in params.items() if k in known and v is not None and k not in ("layers", "weights")}
+    return DistilConfig(**kw, layers=[int(x) for x in str(params.get("layers") or "").split(",") if x.strip()]
+                        or None, weights=weights)
+
+
+def run(params: dict, *, on_progress: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
+    """Distil (unless --quality-only), then write quality.json next to the student; returns the report."""
+    from plasm.distil import distil
+    out = Path(params["out"])
+    cfg = config_from_params(params)
+    texts, source, ctx = ([], "", {}) if params.get("quality_only") and params.get("eval_csv") \
+        else load_unlabeled(params)
+    if params.get("quality_only"):
+        report = json.loads((out / META_FILE).read_text())
+    else:
+        report = distil(texts, out, cfg, resume=bool(params.get("resume")),
+                        stop_after=int(params.get("stop_after") or 0), progress=progress, source=source,
+                        on_progress=on_progress)
+        if not report.get("complete", True):
+            return report
+    t0 = time.perf_counter()
+    if params.get("no_quality"):
+        quality = {"skipped": "--no-quality"}
+    else:
+        split = labeled_split(params, texts, ctx)
+        if split is None:
+            quality = {"skipped": "no labeled data: pass --eval-csv, or a project with classification gold labels"}
+        else:
+            spec, train, pool, pool_labels, desc = split
+            tcfg = TrainConfig(epochs=int(params.get("eval_epochs") or 5), min_steps=int(params.get("eval_min_steps")
+                               or 60), lr=float(params.get("eval_lr") or 1e-4), seed=cfg.seed)
+            quality = quality_report(str(out), report["teacher"], spec, train, pool, pool_labels=pool_labels,
+                                     unrelated=params.get("unrelated"), train_cfg=tcfg, max_length=cfg.max_length,
+                                     batch_size=int(params.get("score_batch_size") or 64), device=cfg.device,
+                                     seed=cfg.seed, noise_baseline=bool(params.get("noise_baseline")),
+                                     on_progress=on_progress)
+            quality["labeled"] = desc
+    quality["seconds"] = round(time.perf_counter() - t0, 2)
+    quality["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    (out / "quality.json").write_text(json.dumps(quality, indent=2))
+    report["quality"] = {k: quality.get(k) for k in ("spearman_lc", "speed", "verdict", "skipped") if k in quality}
+    (out / META_FILE).write_text(json.dumps(report, indent=2, default=str))
+    report["complete"] = True
+    return report
+
+
+def print_summary(report: dict) -> None:
+    if not report.get("complete", True):
+        print(f"stopped at step {report['step']}/{report['total_steps']}; continue with --resume")
+        return
+    mem = report.get("memory", {})
+    print(f"student: {report['teacher']} layers {report['teacher_layers_kept']} of {report['teacher_num_layers']}"
+          f" (MLM head: {'yes' if report['teacher_has_mlm_head'] else 'no'}), losses {'+'.join(report['losses']['used'])}")
+    if report["losses"].get("note"):
+        print(f"note: {report['losses']['note']}")
+    print(f"distilled on {report['distilled_on']['n_texts']} texts ({report['distilled_on']['source']}), "
+          f"{report['steps']} steps in {report['train_seconds']:.0f} s on {report['device']}, "
+          f"peak RSS {mem.get('peak_rss_mb')} MB" + (f", CUDA peak {mem['cuda_peak_allocated_mb']} MB"
+                                                     if "cuda_peak_allocated_mb" in mem else ""))
+    print(f"final losses: " + ", ".join(f"{k}={v:.4f}" for k, v in report["losses"]["final_mean_last_20"].items()))
+    q = report.get("quality", {})
+    if q.get("skipped"):
+        print(f"quality report skipped: {q['skipped']}")
+        return
+    for pair, rho in (q.get("spearman_lc") or {}).items():
+        print(f"LC Spearman {pair}: {rho:.3f}")
+    sp = q.get("speed") or {}
+    if sp:
+        print(f"scoring: student {sp['student_texts_per_second']} texts/s, teacher {sp['teacher_texts_per_second']}"
+              f" texts/s: speed-up x{sp['speedup']}")
+    print(q.get("verdict", ""))

@@ -1,0 +1,263 @@
+"""Tests for albackend.models (acquisition, train, infer, registry) on a tiny random BERT: real HF loading,
+training, scoring, saving; seconds on a CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from albackend.examples import Example
+from albackend.labelconfig import TaskSpec
+from albackend.models.acquisition import META_FILE, AcquisitionModel
+from albackend.models.registry import ModelNotFound, resolve_model
+from albackend.models.train import TrainConfig, collate, length_grouped_batches, plan_steps
+from albackend.tagging import tag_names
+from tests.support.tiny import make_tiny_bert
+
+CLS = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"))
+MULTI = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"), multi_label=True)
+NER = TaskSpec("tagging", "ner", "text", "text", ("PER", "LOC"))
+CFG = TrainConfig(epochs=1, min_steps=6, batch_size=4, lr=1e-3, seed=3)
+
+TEXTS = ["the match ended in a draw", "parliament passed the budget", "a new chip was released",
+         "the striker scored twice in the second half of a long and tiring game", "vote",
+         "engineers shipped the software update after weeks of testing", "goal", "senate debate"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and on shared cores oversubscription costs 10x."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert"))
+
+
+def cls_examples():
+    return [Example(i, t, label_ids=[i % 3]) for i, t in enumerate(TEXTS)]
+
+
+def multi_examples():
+    return [Example(i, t, label_ids=sorted({i % 3, (i + 1) % 3}) if i % 2 else [i % 3]) for i, t in enumerate(TEXTS)]
+
+
+def ner_examples():
+    texts = ["Ada Lovelace lives in London", "Bob visited Paris", "nothing here", "Zoë moved to Łódź"]
+    ents = [[("Ada Lovelace", "PER"), ("London", "LOC")], [("Bob", "PER"), ("Paris", "LOC")], [],
+            [("Zoë", "PER"), ("Łódź", "LOC")]]
+    out = []
+    for i, (t, es) in enumerate(zip(texts, ents)):
+        out.append(Example(i, t, spans=[(t.index(e), t.index(e) + len(e), lab) for e, lab in es]))
+    return out
+
+
+def create(tiny, spec, seed=7, max_length=64):
+    return AcquisitionModel.create(tiny, spec, device="cpu", max_length=max_length, seed=seed)
+
+
+# ------------------------------------------------------------------------------------ classification
+
+
+def test_classification_fit_predict_save_load(tiny, tmp_path):
+    model = create(tiny, CLS)
+    stats = model.fit(cls_examples(), CFG)
+    assert stats["steps"] == 6 and stats["n_examples"] == len(TEXTS)
+    assert np.isfinite(stats["final_loss"])
+    preds = model.predict(TEXTS, batch_size=3)
+    assert preds.probs.shape == (len(TEXTS), 3)
+    assert preds.probs.dtype == np.float32
+    np.testing.assert_allclose(preds.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert preds.n_tokens > len(TEXTS)
+
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    assert not list((tmp_path / "m").glob("*.bin"))  # no pickles
+    meta = json.loads((tmp_path / "m" / META_FILE).read_text())
+    assert meta["spec"] == CLS.to_dict() and meta["training"]["steps"] == 6
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "sports", "1": "politics", "2": "tech"}
+
+    loaded = AcquisitionModel.load(tmp_path / "m", device="cpu")
+    assert loaded.spec == CLS and loaded.max_length == 64
+    np.testing.assert_array_equal(loaded.predict(TEXTS, batch_size=3).probs, preds.probs)
+
+
+def test_multilabel_probabilities_are_independent(tiny, tmp_path):
+    model = create(tiny, MULTI)
+    assert model.model.config.problem_type == "multi_label_classification"
+    model.fit(multi_examples(), CFG)
+    probs = model.predict(TEXTS).probs
+    assert probs.shape == (len(TEXTS), 3)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    model.save(tmp_path / "m")
+    loaded = AcquisitionModel.load(tmp_path / "m", device="cpu")
+    assert loaded.spec.multi_label
+    np.testing.assert_array_equal(loaded.predict(TEXTS).probs, probs)
+
+
+def test_training_is_deterministic_for_a_seed(tiny):
+    a, b, c = create(tiny, CLS, seed=5), create(tiny, CLS, seed=5), create(tiny, CLS, seed=6)
+    for m in (a, b):
+        m.fit(cls_examples(), CFG)
+    c.fit(cls_examples(), CFG)
+    pa, pb, pc = (m.predict(TEXTS).probs for m in (a, b, c))
+    np.testing.assert_array_equal(pa, pb)
+    assert not np.allclose(pa, pc)
+
+
+def test_training_changes_the_model(tiny):
+    model = create(tiny, CLS)
+    before = model.predict(TEXTS).probs
+    model.fit(cls_examples(), CFG)
+    assert not np.allclose(before, model.predict(TEXTS).probs)
+
+
+def test_predict_order_survives_length_sorting(tiny):
+    model = create(tiny, CLS)
+    batched = model.predict(TEXTS, batch_size=3)
+    alone = np.concatenate([model.predict([t], batch_size=1).probs for t in TEXTS])
+    np.testing.assert_allclose(batched.probs, alone, atol=1e-5)
+    rev = model.predict(TEXTS[::-1], batch_size=3).probs
+    np.testing.assert_allclose(rev[::-1], batched.probs, atol=1e-5)
+    # distinct texts give distinct rows, so a permutation would not pass unnoticed
+    assert len({tuple(np.round(r, 6)) for r in batched.probs}) == len(TEXTS)
+
+
+def test_predict_empty_and_odd_texts(tiny):
+    model = create(tiny, CLS, max_length=16)
+    assert model.predict([]).probs.shape == (0, 3)
+    probs = model.predict(["", "🙂", "מוחמד", "word " * 500]).probs
+    assert probs.shape == (4, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_embeddings_for_mahalanobis(tiny):
+    model = create(tiny, CLS)
+    preds = model.predict(TEXTS, batch_size=3, embeddings=True)
+    hidden = model.model.config.hidden_size
+    assert preds.embeddings.shape == (len(TEXTS), hidden)
+    assert np.isfinite(preds.embeddings).all()
+    # same order as the inputs: each row matches the text's own embedding
+    single = model.predict([TEXTS[3]], embeddings=True).embeddings
+    np.testing.assert_allclose(preds.embeddings[3], single[0], atol=1e-5)
+    assert model.predict(TEXTS).embeddings is None
+
+
+# ------------------------------------------------------------------------------------------- tagging
+
+
+def test_tagging_fit_predict_save_load(tiny, tmp_path):
+    model = create(tiny, NER)
+    assert model.label_names == tag_names(NER.labels)
+    exs = ner_examples()
+    feats = model.features(exs)
+    assert all(len(f["labels"]) == len(f["input_ids"]) for f in feats)
+    model.fit(exs, CFG)
+    texts = [e.text for e in exs]
+    preds = model.predict(texts, batch_size=2)
+    assert len(preds.probs) == len(texts) == len(preds.word_ranges)
+    for text, p, ranges in zip(texts, preds.probs, preds.word_ranges):
+        assert p.shape == (len(ranges), 5)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+        assert [text[s:e] for s, e in ranges] == text.split()
+        for s, e, label, score in model.spans(text, ranges, p):
+            assert label in NER.labels and 0 <= s < e <= len(text) and 0 < score <= 1
+    model.save(tmp_path / "t")
+    loaded = AcquisitionModel.load(tmp_path / "t", device="cpu")
+    assert loaded.spec == NER
+    for a, b in zip(loaded.predict(texts, batch_size=2).probs, preds.probs):
+        np.testing.assert_array_equal(a, b)
+    emb = model.predict(texts, embeddings=True).embeddings
+    assert emb.shape == (len(texts), model.model.config.hidden_size)
+
+
+def test_tagging_truncation_and_empty_text(tiny):
+    model = create(tiny, NER, max_length=8)
+    preds = model.predict(["one two three four five six seven eight nine ten", "", "🙂"])
+    assert len(preds.word_ranges[0]) == 6  # 8 positions minus [CLS] and [SEP]
+    assert preds.probs[1].shape == (0, 5) and preds.word_ranges[1] == []
+    assert preds.probs[2].shape == (1, 5)
+    empty = model.predict([])
+    assert empty.probs == [] and empty.word_ranges == [] and empty.n_tokens == 0
+
+
+def test_tagging_learns_a_trivial_pattern(tiny):
+    """Enough steps on one repeated sentence: decoding must reproduce its span exactly."""
+    text = "Bob visited Paris"
+    exs = [Example(i, text, spans=[(0, 3, "PER"), (12, 17, "LOC")]) for i in range(8)]
+    model = create(tiny, NER)
+    model.fit(exs, TrainConfig(epochs=1, min_steps=60, batch_size=8, lr=5e-3, seed=0))
+    preds = model.predict([text])
+    spans = [(s, e, lab) for s, e, lab, _ in model.spans(text, preds.word_ranges[0], preds.probs[0])]
+    assert spans == [(0, 3, "PER"), (12, 17, "LOC")]
+
+
+# -------------------------------------------------------------------------------------------- loading
+
+
+def test_unknown_models_are_clear_errors(tmp_path):
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(ModelNotFound, match="without config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(ModelNotFound, match="HF_HUB_OFFLINE"):
+        resolve_model("no-such-org/no-such-model")
+    with pytest.raises(ModelNotFound):
+        resolve_model("")
+
+
+def test_corrupt_model_directory_fails_to_create(tmp_path):
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(ModelNotFound):
+        AcquisitionModel.create(str(tmp_path), CLS, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------- train recipe
+
+
+@pytest.mark.parametrize("n, cfg, total, per_epoch", [
+    (0, TrainConfig(epochs=5, min_steps=60, batch_size=16), 60, 1),
+    (10, TrainConfig(epochs=5, min_steps=60, batch_size=16), 60, 1),
+    (1000, TrainConfig(epochs=5, min_steps=60, batch_size=16), 315, 63),
+    (1000, TrainConfig(epochs=5, min_steps=60, max_steps=100, batch_size=16), 100, 63),
+    (10, TrainConfig(epochs=5, min_steps=60, max_steps=20, batch_size=16), 20, 1),
+    (33, TrainConfig(epochs=2, min_steps=0, batch_size=16), 6, 3),
+])
+def test_plan_steps(n, cfg, total, per_epoch):
+    assert plan_steps(n, cfg) == (total, per_epoch)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lengths=st.lists(st.integers(1, 300), min_size=0, max_size=2000), bs=st.integers(1, 40),
+       seed=st.integers(0, 2**31))
+def test_length_grouped_batches_cover_every_index_once(lengths, bs, seed):
+    batches = length_grouped_batches(lengths, bs, np.random.default_rng(seed))
+    flat = np.concatenate(batches) if batches else np.zeros(0, int)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= bs for b in batches)
+    assert len(batches) >= -(-len(lengths) // bs)
+    # inside a batch, lengths are sorted (longest first): little padding
+    arr = np.asarray(lengths)
+    assert all((np.diff(arr[b]) <= 0).all() for b in batches)
+
+
+def test_collate_pads_dynamically():
+    batch = collate([{"input_ids": [1, 2, 3], "labels": [0, 1, -100]}, {"input_ids": [4], "labels": [2]}], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[0, 1, -100], [2, -100, -100]]
+    multi = collate([{"input_ids": [1], "labels": [1.0, 0.0]}, {"input_ids": [1, 2], "labels": [0.0, 1.0]}], 0)
+    assert multi["labels"].dtype.is_floating_point
+    single = collate([{"input_ids": [1], "labels": 2}], 0)
+    assert single["labels"].tolist() == [2]
