@@ -73,7 +73,10 @@ def _project_from(payload: dict) -> str:
 
 
 def _json_body() -> dict:
-    data = request.get_json(silent=True, force=True)
+    try:
+        data = request.get_json(silent=True, force=True)
+    except RecursionError:  # deeply nested JSON: json.loads raises this, not a ValueError
+        data = None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
@@ -92,6 +95,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     queue_lock = threading.Lock()
     timings = Timings()
     models = ActiveLearningModel.registry(settings, store)
+    auth_on = bool(settings.basic_auth_user or settings.basic_auth_pass)
+    if auth_on and not (settings.basic_auth_user and settings.basic_auth_pass):
+        raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither): an empty one would let anyone in")
 
     def job_queue():
         with queue_lock:  # created lazily: a fork after import must not share an RQ connection or thread
@@ -102,14 +108,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def _auth_and_clock():
         request.environ["al.t0"] = time.perf_counter()
-        if settings.basic_auth_user:
+        if auth_on:
             header = request.headers.get("Authorization", "")
             ok = False
             if header.startswith("Basic "):
                 try:
                     user, _, pwd = base64.b64decode(header[6:]).decode().partition(":")
-                    ok = hmac.compare_digest(user, settings.basic_auth_user) and \
-                        hmac.compare_digest(pwd, settings.basic_auth_pass)
+                    # bytes: compare_digest raises TypeError on non-ASCII str
+                    ok = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode()) and \
+                        hmac.compare_digest(pwd.encode(), settings.basic_auth_pass.encode())
                 except (ValueError, UnicodeDecodeError):
                     ok = False
             if not ok:
@@ -192,7 +199,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.route("/versions", methods=["GET"])
     def versions():
         project = request.args.get("project")
-        projects = [project_key(project)] if project else store.all_projects()
+        try:
+            projects = [project_key(project)] if project else store.all_projects()
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         return jsonify({"versions": [v for p in projects for v in store.versions(p)]})
 
     @app.route("/projects/<project>/status", methods=["GET"])

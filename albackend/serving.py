@@ -90,7 +90,14 @@ def _serve_from_store(settings: Settings, store: ModelStore, project: str, tasks
                       texts: dict[int, str], results: list, version: str, stats: dict) -> list[int]:
     """Fill results from stored predictions where UPS says a rescore is not needed; return what to score."""
     pdir = store.project_dir(project)
-    idx_by_id = {tasks[i]["id"]: i for i in texts if isinstance(tasks[i].get("id"), int)}
+    idx_by_id: dict[int, int] = {}
+    fresh: list[int] = []  # tasks without an integer id, or repeating one: scored now, never left unanswered
+    for i in texts:
+        tid = tasks[i].get("id")
+        if isinstance(tid, int) and tid not in idx_by_id:
+            idx_by_id[tid] = i
+        else:
+            fresh.append(i)
     stored = PredictionStore(pdir / "predictions.sqlite").get(list(idx_by_id))
     cache = ScoreCache.load(pdir / "scores.npz")
     ids = np.array(sorted(idx_by_id), dtype=np.int64)
@@ -108,5 +115,5 @@ def _serve_from_store(settings: Settings, store: ModelStore, project: str, tasks
         if not k and t in stored:
             results[idx_by_id[t]] = {"result": stored[t][2], "score": stored[t][1], "model_version": version}
             stats["stale"] += 1
-    to_score += [i for i in texts if not isinstance(tasks[i].get("id"), int)]
+    to_score += fresh
     return sorted(to_score)

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed-frac", type=float, default=0.01, help="labeled seed: this fraction of the whole CSV")
     ap.add_argument("--n", type=int, default=2000, help="subset size for optimized-vs-naive")
     ap.add_argument("--repeats", type=int, default=2, help="rotations of the optimized/naive methods")
-    ap.add_argument("--ups-repeats", type=int, default=1, help="full+UPS pairs (each redoes the full pass)")
+    ap.add_argument("--ups-repeats", type=int, default=2, help="full+UPS pairs (each redoes the full pass)")
     ap.add_argument("--batch-size", type=int, default=64, help="inference batch size (INFER_BATCH_SIZE)")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=5)

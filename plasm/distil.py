@@ -374,89 +374,23 @@ def save_student(student: nn.Module, tokenizer, out_dir: str | Path, meta: dict,
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
 
 
-# ---- job and CLI --------------------------------------------------------------------------------------
+# ---- job and CLI (the glue lives in plasm.distil_quality) ---------------------------------------------
 def distil_job(params: dict) -> dict:
-    """RQ entry point: distil + quality report; progress in the job's meta."""
-    from plasm.distil_quality import run
-    try:
-        from rq import get_current_job
-        job = get_current_job()
-    except ImportError:
-        job = None
-    last = [0.0]
-
-    def on_progress(info: dict) -> None:
-        if job is None or (time.monotonic() - last[0] < 2 and info.get("step") != info.get("total")):
-            return
-        last[0] = time.monotonic()
-        job.meta.update({"progress": info, "updated_at": time.time()})
-        job.save_meta()
-    return run(params, on_progress=on_progress, progress=job is None)
+    """RQ entry point: distil + quality report, progress in the job's meta; returns the report."""
+    from plasm.distil_quality import run_job
+    return run_job(params)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from plasm.distil_quality import add_source_arguments
-    p = parser
-    p.add_argument("--teacher", default="minilm-l6", help="teacher: packaged name, local HF directory or hub id")
-    p.add_argument("--out", required=True, help="output directory of the student")
-    p.add_argument("--layers", default="", help="teacher layers to keep, e.g. 0,2,4 (default: --keep-every)")
-    p.add_argument("--keep-every", type=int, default=2, help="keep teacher layers 0, k, 2k, ... (default 2)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=0, help="optimizer steps (overrides --epochs when > 0)")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--mlm-prob", type=float, default=0.15)
-    p.add_argument("--loss-weights", default="ce=1,mlm=1,cos=1,mse=1")
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep out/checkpoints after success")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out/checkpoints")
-    p.add_argument("--stop-after", type=int, default=0, help="stop (checkpointed) after this many steps")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--device", default=os.environ.get("DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
-    p.add_argument("--sync", action="store_true", help="run here with a progress bar instead of enqueuing on RQ")
-    add_source_arguments(p)
-
-
-def params_from_args(args: argparse.Namespace) -> dict:
-    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "sync")
-              and isinstance(v, (str, int, float, bool, type(None)))}
-    if not getattr(args, "ls_key", None):
-        params.pop("ls_key", None)  # the worker reads LABEL_STUDIO_API_KEY itself; keep tokens out of Redis
-    return params
+    """The options of `python -m plasm distil`."""
+    from plasm.distil_quality import add_cli_arguments
+    add_cli_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from plasm.distil_quality import print_summary, run
-    params = params_from_args(args)
-    redis_url = os.environ.get("REDIS_URL", "")
-    if not args.sync and redis_url:
-        try:
-            from redis import Redis
-            from rq import Queue
-            conn = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=5)
-            conn.ping()
-            job_id = f"distil-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{os.urandom(4).hex()}"
-            Queue(os.environ.get("RQ_QUEUE", "albackend"), connection=conn).enqueue(
-                "plasm.distil.distil_job", params, job_id=job_id, job_timeout=24 * 3600, result_ttl=7 * 86400,
-                failure_ttl=7 * 86400, description=f"distil {params['teacher']} -> {params['out']}")
-        except Exception as exc:  # redis missing, unreachable, refused
-            print(f"error: cannot enqueue on Redis at REDIS_URL: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
-        print(job_id)
-        return 0
-    if not args.sync:
-        print("REDIS_URL is not set: running in this process", file=sys.stderr)
-    try:
-        report = run(params, progress=True)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_summary(report)
-    return 0 if report.get("complete", True) else 3
+    """Run here (--sync, or no REDIS_URL) and print the report, or enqueue distil_job and print its id."""
+    from plasm.distil_quality import cli_main
+    return cli_main(args)
 
 
 if __name__ == "__main__":

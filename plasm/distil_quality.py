@@ -16,11 +16,13 @@ import gc
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from albackend.examples import Example, gold_examples, is_labeled
 from albackend.labelconfig import TaskSpec, parse_label_config
@@ -30,8 +32,30 @@ from albackend.models.train import TrainConfig
 from albackend.strategies import least_confident
 
 
-# ---- inputs -------------------------------------------------------------------------------------------
-def add_source_arguments(p: argparse.ArgumentParser) -> None:
+# ---- CLI options ----------------------------------------------------------------------------------------
+def add_cli_arguments(p: argparse.ArgumentParser) -> None:
+    """All options of `python -m plasm distil` (plasm.distil.add_arguments delegates here)."""
+    p.add_argument("--teacher", default="minilm-l6", help="teacher: packaged name, local HF directory or hub id")
+    p.add_argument("--out", required=True, help="output directory of the student")
+    p.add_argument("--layers", default="", help="teacher layers to keep, e.g. 0,2,4 (default: --keep-every)")
+    p.add_argument("--keep-every", type=int, default=2, help="keep teacher layers 0, k, 2k, ... (default 2)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=float, default=0.05, help="linear warm-up, fraction of the steps")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=0, help="optimizer steps (overrides --epochs when > 0)")
+    p.add_argument("--temperature", type=float, default=2.0, help="soft-target temperature (MLM teachers)")
+    p.add_argument("--mlm-prob", type=float, default=0.15, help="masking rate (MLM teachers)")
+    p.add_argument("--loss-weights", default="ce=1,mlm=1,cos=1,mse=1")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0 = none)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep out/checkpoints after success")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out/checkpoints")
+    p.add_argument("--stop-after", type=int, default=0, help="stop (checkpointed) after this many steps")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default=os.environ.get("DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
+    p.add_argument("--sync", action="store_true", help="run here with a progress bar instead of enqueuing on RQ")
     g = p.add_argument_group("unlabeled text (one source)")
     g.add_argument("--text-file", help="UTF-8 text file, one text per line")
     g.add_argument("--export", help="Label Studio JSON export; the texts are task data[--field]")
@@ -77,12 +101,8 @@ def _task_field(tasks: Sequence[dict], field: str | None) -> str:
 
 
 def _texts_of(tasks: Sequence[dict], field: str) -> list[str]:
-    out = []
-    for t in tasks:
-        d = t.get("data", t) if isinstance(t, dict) else {}
-        if isinstance(d, dict) and isinstance(d.get(field), str) and d[field].strip():
-            out.append(d[field])
-    return out
+    data = [t.get("data", t) if isinstance(t, dict) else {} for t in tasks]
+    return [d[field] for d in data if isinstance(d, dict) and isinstance(d.get(field), str) and d[field].strip()]
 
 
 def read_csv(path: str, text_col: str, label_col: str | None = None) -> tuple[list[str], list[str]]:
@@ -97,12 +117,6 @@ def read_csv(path: str, text_col: str, label_col: str | None = None) -> tuple[li
                 texts.append(row[text_col])
                 labels.append(str(row[label_col]) if label_col else "")
     return texts, labels
-
-
-def ls_client(params: dict):
-    from albackend.lsclient import LabelStudioClient
-    return LabelStudioClient(params.get("ls_url") or os.environ.get("LABEL_STUDIO_URL", ""),
-                             params.get("ls_key") or os.environ.get("LABEL_STUDIO_API_KEY", ""))
 
 
 def load_unlabeled(params: dict) -> tuple[list[str], str, dict]:
@@ -124,7 +138,9 @@ def load_unlabeled(params: dict) -> tuple[list[str], str, dict]:
         field = _task_field(tasks, params.get("field"))
         texts, source = _texts_of(tasks, field), f"LS export {params['export']} field {field}"
     else:
-        client = ls_client(params)
+        from albackend.lsclient import LabelStudioClient
+        client = LabelStudioClient(params.get("ls_url") or os.environ.get("LABEL_STUDIO_URL", ""),
+                                   params.get("ls_key") or os.environ.get("LABEL_STUDIO_API_KEY", ""))
         project = client.get_project(params["ls_project"])
         tasks = list(client.iter_tasks(params["ls_project"]))
         spec = None
@@ -139,7 +155,7 @@ def load_unlabeled(params: dict) -> tuple[list[str], str, dict]:
     return texts, source, ctx
 
 
-def labeled_split(params: dict, pool_texts: Sequence[str], ctx: dict):
+def labeled_split(params: dict, ctx: dict):
     """(spec, train examples, pool texts, pool labels or None, description) or None when no labels exist."""
     seed, pool_size = int(params.get("seed", 42)), int(params.get("pool_size") or 2000)
     if params.get("eval_csv"):
@@ -182,7 +198,7 @@ def quality_report(student: str, teacher: str, spec: TaskSpec, train: Sequence[E
                    *, pool_labels: Sequence[int] | None = None, unrelated: str | None = "mpnet",
                    train_cfg: TrainConfig = TrainConfig(), max_length: int = 128, batch_size: int = 64,
                    device: str = "auto", seed: int = 42, noise_baseline: bool = False, timing_repeats: int = 2,
-                   on_progress: Callable[[dict], None] | None = None) -> dict:
+                   on_progress: Callable[[dict], None] | None = None, progress: bool = False) -> dict:
     runs = [("student", student, seed), ("teacher", teacher, seed)]
     if noise_baseline:
         runs.append(("teacher_reseeded", teacher, seed + 1))
@@ -197,7 +213,10 @@ def quality_report(student: str, teacher: str, spec: TaskSpec, train: Sequence[E
         except ModelNotFound as exc:
             models[role] = {"model": name, "available": False, "reason": str(exc)}
             continue
-        stats = m.fit(train, dataclasses.replace(train_cfg, seed=s))
+        bar = tqdm(desc=f"fine-tune {role}", unit="step", disable=not progress, dynamic_ncols=True)
+        stats = m.fit(train, dataclasses.replace(train_cfg, seed=s),
+                      on_step=lambda i, n, loss: (setattr(bar, "total", n), bar.update(1)))
+        bar.close()
         pred = m.predict(pool, batch_size=batch_size)
         lc[role] = least_confident(pred.probs)
         models[role] = {"model": name, "available": True, "seed": s,
@@ -272,7 +291,7 @@ def run(params: dict, *, on_progress: Callable[[dict], None] | None = None, prog
     if params.get("no_quality"):
         quality = {"skipped": "--no-quality"}
     else:
-        split = labeled_split(params, texts, ctx)
+        split = labeled_split(params, ctx)
         if split is None:
             quality = {"skipped": "no labeled data: pass --eval-csv, or a project with classification gold labels"}
         else:
@@ -283,12 +302,12 @@ def run(params: dict, *, on_progress: Callable[[dict], None] | None = None, prog
                                      unrelated=params.get("unrelated"), train_cfg=tcfg, max_length=cfg.max_length,
                                      batch_size=int(params.get("score_batch_size") or 64), device=cfg.device,
                                      seed=cfg.seed, noise_baseline=bool(params.get("noise_baseline")),
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, progress=progress)
             quality["labeled"] = desc
     quality["seconds"] = round(time.perf_counter() - t0, 2)
     quality["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     (out / "quality.json").write_text(json.dumps(quality, indent=2))
-    report["quality"] = {k: quality.get(k) for k in ("spearman_lc", "speed", "verdict", "skipped") if k in quality}
+    report["quality"] = {k: quality.get(k) for k in ("spearman_lc", "speed", "verdict", "skipped", "seconds", "peak_rss_mb") if k in quality}
     (out / META_FILE).write_text(json.dumps(report, indent=2, default=str))
     report["complete"] = True
     return report
@@ -318,4 +337,60 @@ def print_summary(report: dict) -> None:
     if sp:
         print(f"scoring: student {sp['student_texts_per_second']} texts/s, teacher {sp['teacher_texts_per_second']}"
               f" texts/s: speed-up x{sp['speedup']}")
-    print(q.get("verdict", ""))
+    print(f"{q.get('verdict', '')} (quality report {q.get('seconds', 0):.0f} s, peak RSS {q.get('peak_rss_mb')} MB)")
+
+
+# ---- job and CLI glue -----------------------------------------------------------------------------------
+def run_job(params: dict) -> dict:
+    try:
+        from rq import get_current_job
+        job = get_current_job()
+    except ImportError:
+        job = None
+    last = [0.0]
+
+    def on_progress(info: dict) -> None:
+        if job is None or (time.monotonic() - last[0] < 2 and info.get("step") != info.get("total")):
+            return
+        last[0] = time.monotonic()
+        job.meta.update({"progress": info, "updated_at": time.time()})
+        job.save_meta()
+    return run(params, on_progress=on_progress, progress=job is None)
+
+
+def params_from_args(args: argparse.Namespace) -> dict:
+    """JSON-able job parameters; an API key only when given on the command line (workers read env)."""
+    params = {k: v for k, v in vars(args).items()
+              if k not in ("func", "command", "sync") and isinstance(v, (str, int, float, bool, type(None)))}
+    if not params.get("ls_key"):
+        params.pop("ls_key", None)
+    return params
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    redis_url = os.environ.get("REDIS_URL", "")
+    if not args.sync and redis_url:
+        try:
+            from redis import Redis
+            from rq import Queue
+            conn = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=5)
+            conn.ping()
+            job_id = f"distil-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{os.urandom(4).hex()}"
+            Queue(os.environ.get("RQ_QUEUE", "albackend"), connection=conn).enqueue(
+                "plasm.distil.distil_job", params, job_id=job_id, job_timeout=24 * 3600, result_ttl=7 * 86400,
+                failure_ttl=7 * 86400, description=f"distil {params['teacher']} -> {params['out']}")
+        except Exception as exc:  # redis missing, unreachable, refused
+            print(f"error: cannot enqueue on Redis at REDIS_URL: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        print(job_id)
+        return 0
+    if not args.sync:
+        print("REDIS_URL is not set: running in this process", file=sys.stderr)
+    try:
+        report = run(params, progress=True)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(report)
+    return 0 if report.get("complete", True) else 3

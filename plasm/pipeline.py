@@ -502,7 +502,8 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
             tracin_info = {"ran": True, "model": base, "params": cfg.tracin_params, **result.summary()}
             for r, v in zip((records[i] for i in remaining), result.self_influence):
                 r["self_influence"] = float(v)
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         tracker.finish(kept=int(keep.sum()))
     else:
         tracker.skip("filter", "no pseudo-labels")

@@ -1,0 +1,249 @@
+"""Emulation settings, named configurations and the two profiles (2-core CPU default, full-scale GPU).
+
+A *configuration* is one learning curve: how instances are acquired (acquisition model, query strategy,
+UPS) and which successor is trained on them (the acquisition model itself, another model on the gold labels
+only, or PLASM: teacher + pseudo-labels + filter + successor). Configurations that acquire identically share
+one AL run per seed (:meth:`ConfigSpec.acquisition_key`), so e.g. ``standard``, ``mismatch`` and ``plasm``
+are paired comparisons on the very same labeled sets, and the acquisition work is done once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.emulation.learners import TrainOpts
+
+ACQ = "acquisition"  # successor = the acquisition model itself
+
+
+@dataclass
+class ConfigSpec:
+    name: str
+    acquisition: str = "splade-tiny"
+    strategy: str = "auto"  # auto = LC for classification, MNLP for tagging
+    ups: bool = False
+    gamma: float = 0.1
+    temperature: float = 0.01
+    full_iterations: str = "0,1,4,8"  # 0-based iterations that score the whole pool (UPS warm-up)
+    full_every: int = 0
+    successor: str = ACQ  # "acquisition" | HF model name/dir | "cnn" | "bilstm"
+    plasm: bool = False
+    teacher: str = "minilm-l6"
+    plasm_filter: str = "uncertainty"  # uncertainty | tracin | both | none
+    plasm_pool: int = 0  # pseudo-label at most this many unlabeled items (0 = the whole unlabeled pool)
+    label: str = ""  # legend / table text
+
+    def __post_init__(self):
+        if not self.name or any(c in self.name for c in " ,/"):
+            raise ValueError(f"configuration name {self.name!r} must be non-empty without spaces, commas, slashes")
+        if self.plasm and self.successor == ACQ:
+            raise ValueError(f"{self.name}: PLASM needs a successor model (successor={ACQ!r} is the acquisition one)")
+
+    def acquisition_key(self) -> tuple:
+        ups = (self.gamma, self.temperature, self.full_iterations, self.full_every) if self.ups else None
+        return (self.acquisition, self.strategy, ups)
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        acq = f"{self.acquisition} {self.strategy}" + (
+            f" + UPS(γ={self.gamma:g}, T={self.temperature:g})" if self.ups else "")
+        if self.plasm:
+            return f"acq {acq} → PLASM(teacher {self.teacher}, {self.plasm_filter}) → {self.successor}"
+        succ = "itself" if self.successor == ACQ else f"{self.successor} (gold only)"
+        return f"acq {acq} → successor {succ}"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ConfigSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown configuration key(s) {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class Settings:
+    # data
+    dataset: str | None = None
+    train: str | None = None
+    test: str | None = None
+    task: str | None = None
+    text_column: str = "text"
+    label_column: str | None = None
+    pool_size: int = 0
+    test_size: int = 0
+    data_seed: int = 0
+    # protocol
+    seed_fraction: float = 0.0  # 0 = paper default: 1% of instances (classification), 2% of words (tagging)
+    query_fraction: float = 0.0
+    iterations: int = 5
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    measure_overlap: bool = True  # UPS runs: full-pool scoring (not timed) for Table 1 and UPS recall
+    # models
+    acquisition: str = "splade-tiny"
+    successor: str = "cnn"
+    teacher: str = "minilm-l6"
+    device: str = "auto"
+    acquisition_train: TrainOpts = field(default_factory=TrainOpts)
+    successor_train: TrainOpts = field(default_factory=TrainOpts)
+    teacher_train: TrainOpts = field(default_factory=TrainOpts)
+    classical: dict = field(default_factory=dict)  # CNN/BiLSTM hyperparameter overrides (TrainHParams fields)
+    plasm: dict = field(default_factory=dict)  # extra PlasmConfig fields
+    ups_gamma: float = 0.1
+    ups_temperature: float = 0.01
+    ups_full_iterations: str = "0,1,4,8"
+    plasm_filter: str = "uncertainty"
+    plasm_pool: int = 0
+    configs: list[ConfigSpec] = field(default_factory=list)
+
+    def kind_default(self, kind: str) -> tuple[float, float]:
+        default = 0.02 if kind == "tagging" else 0.01
+        return (self.seed_fraction or default, self.query_fraction or default)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def presets(st: Settings) -> dict[str, ConfigSpec]:
+    """The named configurations, built from the settings' acquisition (A), successor (S) and teacher (T)."""
+    a, s, t = st.acquisition, st.successor, st.teacher
+    ups = dict(ups=True, gamma=st.ups_gamma, temperature=st.ups_temperature, full_iterations=st.ups_full_iterations)
+    plasm = dict(plasm=True, teacher=t, successor=s, plasm_filter=st.plasm_filter, plasm_pool=st.plasm_pool)
+    out = [
+        ConfigSpec("standard", a, label=f"{a} acquisition, full pool (successor = {a})"),
+        ConfigSpec("ups", a, label=f"{a} acquisition, UPS γ={st.ups_gamma:g} T={st.ups_temperature:g} "
+                                   f"(successor = {a})", **ups),
+        ConfigSpec("ups-topk", a, label=f"{a} acquisition, UPS top-γ only (T=0) (successor = {a})",
+                   **{**ups, "temperature": 0.0}),
+        ConfigSpec("random", a, strategy="random", label=f"random sampling (successor = {a})"),
+        ConfigSpec("mismatch", a, successor=s, label=f"{a} acquisition → {s} on gold only (ASM)"),
+        ConfigSpec("teacher", a, successor=t, label=f"{a} acquisition → {t} on gold only"),
+        ConfigSpec("same", s, label=f"{s} acquisition → {s} (same model)"),
+        ConfigSpec("plasm", a, label=f"{a} acquisition → PLASM({t} teacher, {st.plasm_filter}) → {s}", **plasm),
+        ConfigSpec("random-succ", a, strategy="random", successor=s, label=f"random sampling → {s}"),
+        ConfigSpec("ups-plasm", a, label=f"{a} + UPS → PLASM({t} teacher) → {s}", **ups, **plasm),
+    ]
+    return {c.name: c for c in out}
+
+
+def _classical_defaults() -> dict:
+    return {"epochs": 8, "patience": None}
+
+
+# Profiles: the 2-core CPU default (< 30 min per dataset, 3 seeds) and the documented full-scale GPU run.
+PROFILES: dict[str, dict[str, dict]] = {
+    "cpu": {
+        "classification": dict(
+            pool_size=6000, test_size=1000, seed_fraction=0.01, query_fraction=0.01, iterations=5,
+            acquisition="splade-tiny", successor="cnn", teacher="minilm-l6",
+            acquisition_train=dict(epochs=5, min_steps=60, lr=2e-4, max_length=128),
+            teacher_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
+            successor_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
+            classical=_classical_defaults(), ups_full_iterations="0,1", plasm_pool=1500,
+            configs="standard,ups,mismatch,same,plasm"),
+        "tagging": dict(
+            pool_size=4000, test_size=600, seed_fraction=0.02, query_fraction=0.02, iterations=5,
+            acquisition="splade-tiny", successor="bilstm", teacher="minilm-l6",
+            acquisition_train=dict(epochs=5, min_steps=60, lr=3e-4, max_length=128),
+            teacher_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
+            successor_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
+            classical=_classical_defaults(), ups_full_iterations="0,1", plasm_pool=1500,
+            configs="standard,ups,mismatch,same,plasm"),
+    },
+    "gpu": {
+        "classification": dict(
+            pool_size=0, test_size=0, seed_fraction=0.01, query_fraction=0.01, iterations=15,
+            seeds=[0, 1, 2, 3, 4], acquisition="splade-tiny", successor="mpnet", teacher="minilm-l6",
+            acquisition_train=dict(epochs=5, min_steps=300, lr=1e-4, max_length=256, infer_batch_size=256),
+            teacher_train=dict(epochs=5, min_steps=300, lr=5e-5, max_length=256, infer_batch_size=256),
+            successor_train=dict(epochs=5, min_steps=300, lr=2e-5, max_length=256, infer_batch_size=256),
+            classical={}, ups_full_iterations="0,1,4,8", plasm_pool=0,
+            configs="standard,ups,random,mismatch,same,plasm,ups-plasm"),
+        "tagging": dict(
+            pool_size=0, test_size=0, seed_fraction=0.02, query_fraction=0.02, iterations=15,
+            seeds=[0, 1, 2, 3, 4], acquisition="splade-tiny", successor="mpnet", teacher="minilm-l6",
+            acquisition_train=dict(epochs=15, min_steps=300, lr=1e-4, max_length=256, infer_batch_size=256),
+            teacher_train=dict(epochs=15, min_steps=300, lr=5e-5, max_length=256, infer_batch_size=256),
+            successor_train=dict(epochs=15, min_steps=300, lr=5e-5, max_length=256, infer_batch_size=256),
+            classical={}, ups_full_iterations="0,1,4,8", plasm_pool=0,
+            configs="standard,ups,random,mismatch,same,plasm,ups-plasm"),
+    },
+}
+
+_TRAIN_KEYS = ("acquisition_train", "successor_train", "teacher_train")
+
+
+def apply_profile(st: Settings, profile: str, kind: str) -> str:
+    """Fill ``st`` from a profile; returns the profile's default configuration list."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    values = dict(PROFILES[profile][kind])
+    configs = values.pop("configs")
+    for key, value in values.items():
+        if key in _TRAIN_KEYS:
+            value = TrainOpts.from_dict(value)
+        setattr(st, key, value)
+    return configs
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A JSON or YAML file: ``{"settings": {...}, "configs": [ {name, ...} | "preset-name", ... ]}``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping with 'settings' and/or 'configs'")
+    unknown = set(data) - {"settings", "configs"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key(s) {sorted(unknown)}; valid: settings, configs")
+    return data
+
+
+def update_settings(st: Settings, values: dict) -> None:
+    known = {f.name for f in dataclasses.fields(Settings)} - {"configs"}
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"unknown setting {key!r}; valid: {sorted(known)}")
+        if key in _TRAIN_KEYS:
+            merged = {**dataclasses.asdict(getattr(st, key)), **(value or {})}
+            value = TrainOpts.from_dict(merged)
+        setattr(st, key, value)
+
+
+def resolve_configs(st: Settings, items: list) -> list[ConfigSpec]:
+    """Names of presets and/or dicts (a dict with ``preset`` starts from that preset and overrides it)."""
+    table = presets(st)
+    out: list[ConfigSpec] = []
+    for item in items:
+        if isinstance(item, str):
+            for name in [n.strip() for n in item.split(",") if n.strip()]:
+                if name not in table:
+                    raise ValueError(f"unknown configuration {name!r}; presets: {', '.join(table)}")
+                out.append(table[name])
+        elif isinstance(item, dict):
+            item = dict(item)
+            base = item.pop("preset", None)
+            if base is not None:
+                if base not in table:
+                    raise ValueError(f"unknown preset {base!r}; presets: {', '.join(table)}")
+                merged = {**dataclasses.asdict(table[base]), "label": "", **item}
+                out.append(ConfigSpec.from_dict(merged))
+            else:
+                out.append(ConfigSpec.from_dict(item))
+        else:
+            raise ValueError(f"a configuration is a preset name or a mapping, got {item!r}")
+    names = [c.name for c in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate configuration name(s): {dupes}")
+    if not out:
+        raise ValueError("no configuration to run")
+    return out

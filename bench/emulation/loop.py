@@ -1,0 +1,197 @@
+"""The paper's AL protocol (section 5.1) for one group of configurations that acquire identically, one seed.
+
+Per iteration ``it`` (0 = the random seed set):
+
+1. train the acquisition model from scratch on the labeled set (timed: ``train_s``);
+2. train every successor of the group from scratch on the same labeled set and evaluate it on the test set;
+3. unless it is the last iteration, score the pool and query: exactly the product's rescoring path
+   (:class:`ups.cache.ScoreCache` sync → select (UPS subsample, or everything on a full-pool iteration of
+   :class:`ups.sampler.FullPoolSchedule`) → :func:`albackend.predictions.uncertainty` → update), then
+   :func:`albackend.strategies.select_top_k` (classification, instances) or
+   :func:`~albackend.strategies.select_by_token_budget` (tagging, words) on the cached scores, stale ones
+   included (timed: ``scoring_s``, ``n_scored``);
+4. Table 1: the share of the *standard* query (top of a fresh full-pool scoring) inside the top-k% of the
+   previous iteration's full-pool ranking. A UPS run scores the whole pool once more for this measurement
+   only (``measure_s``, never counted in ``scoring_s``) and also records ``ups_recall`` (share of the
+   standard query among the items UPS rescored) and ``query_vs_standard`` (share of the UPS query that the
+   standard query would also have taken).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from albackend.predictions import resolve_strategy, uncertainty
+from albackend.strategies import fit_mahalanobis, random_scores, select_by_token_budget, select_top_k
+from bench.emulation.config import ACQ, ConfigSpec, Settings
+from bench.emulation.data import Dataset, Split
+from bench.emulation.learners import Learner, make_learner
+from bench.emulation.metrics import accuracy, share_in, span_f1, topk_overlap
+from ups.cache import ScoreCache
+from ups.sampler import FullPoolSchedule
+
+
+def evaluate(learner: Learner, test: Split, kind: str) -> float:
+    preds = learner.predict_targets(test.texts)
+    if kind == "classification":
+        return accuracy(preds, [e.label_ids[0] for e in test.examples])
+    return span_f1(preds, [e.spans for e in test.examples], test.words)
+
+
+def budgets(ds: Dataset, st: Settings) -> tuple[int, int]:
+    """(seed budget, query budget): instances for classification, words for tagging."""
+    seed_frac, query_frac = st.kind_default(ds.kind)
+    total = int(ds.pool.lengths().sum())
+    return max(1, round(seed_frac * total)), max(1, round(query_frac * total))
+
+
+def seed_set(ds: Dataset, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """A random seed set of ``budget`` instances (words for tagging); classification gets >= 2 classes."""
+    order = rng.permutation(len(ds.pool))
+    if ds.kind == "tagging":
+        cum = np.cumsum(ds.pool.lengths()[order])
+        return np.sort(order[: max(1, int(np.searchsorted(cum, budget, side="right")))])
+    chosen = list(order[:budget])
+    classes = {ds.pool.examples[i].label_ids[0] for i in chosen}
+    for i in order[budget:]:  # a classifier needs two classes (albackend.training.check_gold)
+        if len(classes) >= 2:
+            break
+        if ds.pool.examples[i].label_ids[0] not in classes:
+            chosen.append(i)
+            classes.add(ds.pool.examples[i].label_ids[0])
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+class Scorer:
+    """The acquisition side of one run: strategy, UPS score cache and schedule."""
+
+    def __init__(self, lead: ConfigSpec, ds: Dataset, seed: int):
+        self.ds, self.seed = ds, seed
+        self.strategy = resolve_strategy(ds.spec, lead.strategy)
+        self.lead = lead
+        self.schedule = FullPoolSchedule.parse(lead.full_iterations, every=lead.full_every, enabled=lead.ups)
+        self.cache = ScoreCache.empty()
+
+    def _score(self, acq: Learner, idx: np.ndarray, labeled: np.ndarray, it: int) -> np.ndarray:
+        texts = [self.ds.pool.examples[i].text for i in idx]
+        if self.strategy == "random":
+            return random_scores(len(texts), np.random.default_rng(self.seed * 7919 + it))
+        fit = None
+        if self.strategy == "mahalanobis":
+            gold = [self.ds.pool.examples[i] for i in labeled]
+            emb = acq.predict([e.text for e in gold], embeddings=True).embeddings
+            fit = fit_mahalanobis(emb, np.array([e.label_ids[0] for e in gold]))
+        preds = acq.predict(texts, embeddings=self.strategy == "mahalanobis")
+        return uncertainty(preds, self.ds.spec, self.strategy, seed=self.seed + it, fit=fit)
+
+    def query(self, acq: Learner, labeled: np.ndarray, budget: int, it: int,
+              measure: bool) -> tuple[np.ndarray, dict, np.ndarray | None]:
+        """(query pool positions, record fields, fresh full-pool uncertainty by pool position or None)."""
+        n = len(self.ds.pool)
+        unlabeled = np.setdiff1d(np.arange(n), labeled)
+        full = self.schedule.is_full(it)
+        t0 = time.perf_counter()
+        self.cache.sync_pool(unlabeled)
+        rng = np.random.default_rng(self.seed + 7919 * it)  # as albackend.rescoring does per iteration
+        selected = self.cache.select(self.lead.gamma, self.lead.temperature, rng, full)
+        t1 = time.perf_counter()
+        unc = self._score(acq, selected, labeled, it)
+        t2 = time.perf_counter()
+        self.cache.update(selected, unc.astype(np.float32), it, f"it{it}")
+        cached, _ = self.cache.lookup(unlabeled)
+        query = unlabeled[self._select(cached.astype(np.float64), unlabeled, budget)]
+        t3 = time.perf_counter()
+        rec = {"full_pool": bool(full), "pool_size": int(unlabeled.size), "n_scored": int(selected.size),
+               "scoring_s": t2 - t1, "select_s": (t1 - t0) + (t3 - t2), "measure_s": 0.0}
+        fresh = None
+        if full:
+            fresh = np.full(n, np.nan)
+            fresh[selected] = unc
+        elif measure and self.strategy != "random":
+            t4 = time.perf_counter()
+            fresh = np.full(n, np.nan)
+            fresh[unlabeled] = self._score(acq, unlabeled, labeled, it)
+            rec["measure_s"] = time.perf_counter() - t4
+        if fresh is not None and not full:
+            standard = unlabeled[self._select(fresh[unlabeled], unlabeled, budget)]
+            rec["ups_recall"] = share_in(standard, selected)
+            rec["query_vs_standard"] = share_in(query, standard)
+        return query, rec, fresh
+
+    def _select(self, unc: np.ndarray, unlabeled: np.ndarray, budget: int) -> np.ndarray:
+        if self.ds.kind == "tagging":
+            return select_by_token_budget(unc, self.ds.pool.lengths()[unlabeled], budget)
+        return select_top_k(unc, min(budget, unc.size))
+
+
+def _successor(cfg: ConfigSpec, ds: Dataset, st: Settings) -> Learner:
+    if cfg.plasm:
+        from bench.emulation.plasm_adapter import PlasmLearner
+
+        return PlasmLearner(cfg, ds, st)
+    return make_learner(cfg.successor, ds.spec, opts=st.successor_train, classical=st.classical, device=st.device)
+
+
+def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
+              tick: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    """All iterations of one seed for configurations sharing an acquisition key; one record per config × it."""
+    lead = group[0]
+    scorer = Scorer(lead, ds, seed)
+    acq = make_learner(lead.acquisition, ds.spec, opts=st.acquisition_train, classical=st.classical,
+                       device=st.device)
+    seed_budget, query_budget = budgets(ds, st)
+    labeled = seed_set(ds, seed_budget, np.random.default_rng(seed))
+    lengths = ds.pool.lengths()
+    successors = {c.name: _successor(c, ds, st) for c in group if c.successor != ACQ or c.plasm}
+    records: list[dict] = []
+    prev_fresh: np.ndarray | None = None
+    measure = st.measure_overlap
+    for it in range(st.iterations):
+        gold = [ds.pool.examples[i] for i in labeled]
+        base = {"seed": seed, "iteration": it, "n_labeled": int(labeled.size),
+                "n_labeled_words": int(lengths[labeled].sum()), "acquisition": lead.acquisition,
+                "strategy": scorer.strategy, "ups": lead.ups}
+        tick(f"seed {seed} it {it}: train {lead.acquisition}")
+        t0 = time.perf_counter()
+        acq.fit(gold, seed=seed * 1000 + it)
+        base["train_s"] = time.perf_counter() - t0
+        metrics: dict[str, dict] = {}
+        for cfg in group:
+            if cfg.successor == ACQ and not cfg.plasm:
+                learner, fit_s = acq, 0.0
+            else:
+                learner = successors[cfg.name]
+                tick(f"seed {seed} it {it}: {cfg.name} successor")
+                t1 = time.perf_counter()
+                extra = learner.fit(gold, seed=seed * 1000 + it, labeled=labeled) if cfg.plasm \
+                    else learner.fit(gold, seed=seed * 1000 + it)
+                fit_s = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            metric = evaluate(learner, ds.test, ds.kind)
+            m = {"metric": metric, "successor_train_s": fit_s, "eval_s": time.perf_counter() - t2}
+            if cfg.plasm:
+                m["plasm"] = getattr(learner, "last_report", None)
+            if learner is not acq:
+                learner.release()
+            metrics[cfg.name] = m
+        if it < st.iterations - 1:
+            tick(f"seed {seed} it {it}: score pool")
+            query, qrec, fresh = scorer.query(acq, labeled, query_budget, it, measure)
+            base.update(qrec)
+            base["iteration_s"] = base["train_s"] + qrec["scoring_s"] + qrec["select_s"]
+            if prev_fresh is not None and fresh is not None:
+                unlabeled = np.setdiff1d(np.arange(len(ds.pool)), labeled)
+                standard = unlabeled[scorer._select(fresh[unlabeled], unlabeled, query_budget)]
+                base["topk_overlap"] = topk_overlap(standard, prev_fresh, unlabeled)
+            prev_fresh = fresh
+            labeled = np.union1d(labeled, query)
+        else:
+            base["iteration_s"] = base["train_s"]
+        acq.release() if it == st.iterations - 1 else None
+        for cfg in group:
+            rec = {"config": cfg.name, **base, "metric_name": "accuracy" if ds.kind == "classification" else "f1",
+                   **metrics[cfg.name]}
+            records.append(rec)
+    return records
