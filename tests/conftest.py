@@ -75,3 +75,22 @@ def shared_data():
     if not datasets.have_shared_data():
         _missing(f"shared datasets not found under {datasets.shared_data_dir()} (set SHARED_DATA)")
     return datasets.shared_data_dir()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on shared cores oversubscription costs 10x."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> str:
+    """A random 2-layer BERT directory (real tokenizer vocab) shared by the unit tests."""
+    from tests.support.tiny import make_tiny_bert
+
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +21,7 @@ from albackend.models.acquisition import AcquisitionModel
 from albackend.settings import Settings
 from albackend.store import ModelStore
 from albackend.training import train_and_publish
-from tests.support.tiny import make_tiny_bert
+from tests.support.services import free_port
 
 CLS_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
               '<Choice value="Sports"/><Choice value="Politics"/></Choices></View>')
@@ -33,26 +32,7 @@ IMAGE_CONFIG = ('<View><Image name="image" value="$image"/><Choices name="c" toN
 TOKEN = "ls-token-abcdef-123456"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on shared cores oversubscription costs 10x."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_settings(root, tiny, **over) -> Settings:

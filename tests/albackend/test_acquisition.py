@@ -16,7 +16,6 @@ from albackend.models.acquisition import META_FILE, AcquisitionModel
 from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig, collate, length_grouped_batches, plan_steps
 from albackend.tagging import tag_names
-from tests.support.tiny import make_tiny_bert
 
 CLS = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"))
 MULTI = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"), multi_label=True)
@@ -28,20 +27,7 @@ TEXTS = ["the match ended in a draw", "parliament passed the budget", "a new chi
          "engineers shipped the software update after weeks of testing", "goal", "senate debate"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on shared cores oversubscription costs 10x."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cls_examples():

@@ -22,14 +22,7 @@ SPEC = TaskSpec("classification", "label", "text", "text", ("Sports", "Politics"
 WORDS = ["match", "goal", "league", "vote", "senate", "budget", "coach", "minister"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def texts(n: int) -> list[str]:

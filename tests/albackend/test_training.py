@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from albackend.rescoring import rescore_pool, unlabeled_pool
 from albackend.settings import Settings
 from albackend.store import ModelStore
 from albackend.training import TrainingSkipped, check_gold, train_and_publish, training_job
+from tests.support.services import free_port
 from tests.support.tiny import make_tiny_bert
 from ups.cache import ScoreCache
 
@@ -33,20 +33,7 @@ NER = TaskSpec("tagging", "ner", "text", "text", ("PER", "LOC"))
 TOKEN = "secret-token-never-shown-123"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on shared cores oversubscription costs 10x."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -57,12 +44,6 @@ def settings(tiny, tmp_path):
         train_max_steps=0, train_batch_size=8, train_lr=1e-3, max_length=32, infer_batch_size=64,
         max_text_chars=1000, ups_enabled=True, ups_gamma=0.1, ups_t=0.01, ups_full_iterations="0,1,4,8",
         ups_full_every=0, push_predictions=True, seed=11, device="cpu")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 WORDS = {"Sports": ["match", "goal", "striker", "league", "coach"],
