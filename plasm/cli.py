@@ -452,8 +452,7 @@ def _add_distil(sub) -> None:
         from plasm import distil
     except Exception as exc:  # noqa: BLE001 - missing module or a broken import: say so when it is used
         msg = f"plasm.distil is not available ({type(exc).__name__}: {exc})"
-        p.set_defaults(func=lambda args: _unavailable(msg))
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args: _unavailable(msg), accept_any=True)  # its options are unknown here
         return
     distil.add_arguments(p)
     p.set_defaults(func=distil.main)
@@ -480,7 +479,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accept_any", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # noqa: BLE001 - user errors: one line, exit 2; anything else propagates

@@ -115,6 +115,7 @@ class PlasmConfig:
     tracin_params: str = "head+last"  # head | head+last | all
     tracin_train: Any = None  # default: the successor's (HF) or teacher's training config, no early stopping
     tracin_batch_size: int = 16
+    tracin_method: str = "vmap"  # vmap: batched torch.func per-example gradients; loop: one backward per example
     infer_batch_size: int = 64
     q_override: float | None = None  # replace the measured teacher dev score (ablations, tests)
 
@@ -213,6 +214,8 @@ def validate_config(cfg: PlasmConfig, spec: TaskSpec, *, check_models: bool = Tr
 
     if cfg.tracin_params not in PARAM_MODES:
         raise PlasmError(f"unknown tracin_params {cfg.tracin_params!r}; valid: {', '.join(PARAM_MODES)}")
+    if cfg.tracin_method not in ("vmap", "loop"):
+        raise PlasmError(f"tracin_method must be 'vmap' or 'loop', got {cfg.tracin_method!r}")
     choice = parse_successor(cfg.successor, spec.kind, cfg.teacher)
     if choice.kind != "hf" and cfg.classical:
         from plasm.successors.bilstm import BiLSTMConfig
@@ -490,6 +493,7 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
                 base, spec, list(train) + targets, targets, train=cfg.train_config("tracin", spec.kind),
                 checkpoints=cfg.tracin_checkpoints, params=cfg.tracin_params, device=cfg.device,
                 max_length=cfg.max_length, seed=cfg.seed, batch_size=cfg.tracin_batch_size,
+                method=cfg.tracin_method,
                 progress=lambda f, info: tracker.update(0.05 + 0.95 * f, tracin=True, **info))
             influence[remaining] = result.self_influence
             keep_t = drop_most_influential(result.self_influence, plan.tracin_fraction, n_reference=n)
@@ -499,7 +503,8 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
             for i in dropped:
                 reason[i] = (f"tracin: self-influence {influence[i]:.4g} is among the {len(dropped)} highest "
                              f"({plan.tracin_fraction:.2%} of the pool" + (f", >= {cut:.4g})" if cut is not None else ")"))
-            tracin_info = {"ran": True, "model": base, "params": cfg.tracin_params, **result.summary()}
+            tracin_info = {"ran": True, "model": base, "params": cfg.tracin_params, "method": cfg.tracin_method,
+                           **result.summary()}
             for r, v in zip((records[i] for i in remaining), result.self_influence):
                 r["self_influence"] = float(v)
             if torch.cuda.is_available():

@@ -335,3 +335,13 @@ def test_rq_killed_job_is_failed_without_complete_marker_and_rerun_works(rq_stac
     states = {r["run_id"]: r["state"] for r in json.loads(plasm(
         "list", "--json", "--redis-url", rq_stack["redis"], "--queue", rq_stack["queue"]).stdout)}
     assert states[job_id] == "failed" and states[again] == "finished" and states[bad_id] == "failed"
+
+
+def test_distil_not_available_is_a_clear_error(monkeypatch, capsys):
+    import plasm
+
+    monkeypatch.delattr(plasm, "distil", raising=False)
+    monkeypatch.setitem(sys.modules, "plasm.distil", None)  # import fails as if the module did not exist
+    assert cli.main(["distil", "--teacher", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: plasm.distil is not available") and len(err.strip().splitlines()) == 1

@@ -144,12 +144,14 @@ def test_ner_bilstm_successor_both_filters_measured_q(models, tmp_path):
     from transformers import pipeline
 
     spec, gold, pool = _data("tagging")
-    cfg = fast_config(models["teacher"], "bilstm", "tagging", filter="both", tracin_params="head")
+    cfg = fast_config(models["teacher"], "bilstm", "tagging", filter="both", tracin_params="head",
+                      tracin_method="loop")
     report = P.run_plasm(gold, pool, spec, cfg, tmp_path / "run")
     _check_report(report, tmp_path / "run", len(pool), cfg)
     assert report["q_metric"] == "span_f1" and report["q"] == report["dev_metrics"]["teacher"]["f1"]
     if 0 < report["fractions"]["planned_tracin"] and report["counts"]["dropped_tracin"] < report["counts"]["pseudo"]:
         assert report["tracin"]["model"] == models["teacher"]  # classical successor: the teacher's encoder
+        assert report["tracin"]["method"] == "loop"
     succ = load_successor(tmp_path / "run" / "successor")
     assert isinstance(succ, BiLSTMTaggerSuccessor)
     teacher = pipeline("token-classification", model=str(tmp_path / "run" / "teacher"), device="cpu")
@@ -229,7 +231,7 @@ def test_config_round_trip_and_validation(models):
     bad = [(dict(filter="magic"), "filter"), (dict(dev_fraction=0.0), "dev_fraction"),
            (dict(successor="bilstm"), "tagger"), (dict(teacher="no-such-model-xyz"), "teacher"),
            (dict(successor="hf:/no/such/dir"), "successor"), (dict(classical={"layers": 3}), "cnn option"),
-           (dict(tracin_params="some"), "tracin_params")]
+           (dict(tracin_params="some"), "tracin_params"), (dict(tracin_method="magic"), "tracin_method")]
     for overrides, match in bad:
         args = {"teacher": models["teacher"], "successor": "cnn", **overrides}
         with pytest.raises(P.PlasmError, match=match):
