@@ -13,6 +13,8 @@ from plasm.successors.bilstm import (BiLSTMTaggerSuccessor, iob2_to_spans, repai
 from plasm.successors.cnn import CNNClassifierSuccessor
 from plasm.successors.vocab import PAD_ID, UNK_ID, Vocab, tokenize
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # ---------------------------------------------------------------------------------------------- data
 
 SPORTS = ["goal", "match", "team", "coach", "player", "league", "score"]
