@@ -198,7 +198,8 @@ def quality_report(student: str, teacher: str, spec: TaskSpec, train: Sequence[E
                    *, pool_labels: Sequence[int] | None = None, unrelated: str | None = "mpnet",
                    train_cfg: TrainConfig = TrainConfig(), max_length: int = 128, batch_size: int = 64,
                    device: str = "auto", seed: int = 42, noise_baseline: bool = False, timing_repeats: int = 2,
-                   on_progress: Callable[[dict], None] | None = None, progress: bool = False) -> dict:
+                   on_progress: Callable[[dict], None] | None = None, progress: bool = False,
+                   scores_path: str | Path | None = None) -> dict:
     runs = [("student", student, seed), ("teacher", teacher, seed)]
     if noise_baseline:
         runs.append(("teacher_reseeded", teacher, seed + 1))
@@ -229,6 +230,8 @@ def quality_report(student: str, teacher: str, spec: TaskSpec, train: Sequence[E
             kept[role] = m
         del m
         gc.collect()
+    if scores_path:  # the raw LC scores, for further analysis (plots, other correlation measures)
+        np.savez(scores_path, **{f"lc_{r}": v for r, v in lc.items()})
     speed = {}
     if {"student", "teacher"} <= kept.keys():  # alternate the runs so CPU contention hits both alike
         best = {r: min(models[r]["score_seconds"], float("inf")) for r in kept}
@@ -302,7 +305,8 @@ def run(params: dict, *, on_progress: Callable[[dict], None] | None = None, prog
                                      unrelated=params.get("unrelated"), train_cfg=tcfg, max_length=cfg.max_length,
                                      batch_size=int(params.get("score_batch_size") or 64), device=cfg.device,
                                      seed=cfg.seed, noise_baseline=bool(params.get("noise_baseline")),
-                                     on_progress=on_progress, progress=progress)
+                                     on_progress=on_progress, progress=progress,
+                                     scores_path=out / "quality_scores.npz")
             quality["labeled"] = desc
     quality["seconds"] = round(time.perf_counter() - t0, 2)
     quality["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -317,24 +321,23 @@ def print_summary(report: dict) -> None:
     if not report.get("complete", True):
         print(f"stopped at step {report['step']}/{report['total_steps']}; continue with --resume")
         return
-    mem = report.get("memory", {})
+    mem, losses, q = report.get("memory", {}), report["losses"], report.get("quality", {})
     print(f"student: {report['teacher']} layers {report['teacher_layers_kept']} of {report['teacher_num_layers']}"
-          f" (MLM head: {'yes' if report['teacher_has_mlm_head'] else 'no'}), losses {'+'.join(report['losses']['used'])}")
-    if report["losses"].get("note"):
-        print(f"note: {report['losses']['note']}")
+          f" (MLM head: {'yes' if report['teacher_has_mlm_head'] else 'no'}), losses {'+'.join(losses['used'])}")
+    if losses.get("note"):
+        print(f"note: {losses['note']}")
     print(f"distilled on {report['distilled_on']['n_texts']} texts ({report['distilled_on']['source']}), "
-          f"{report['steps']} steps in {report['train_seconds']:.0f} s on {report['device']}, "
-          f"peak RSS {mem.get('peak_rss_mb')} MB" + (f", CUDA peak {mem['cuda_peak_allocated_mb']} MB"
-                                                     if "cuda_peak_allocated_mb" in mem else ""))
-    print(f"final losses: " + ", ".join(f"{k}={v:.4f}" for k, v in report["losses"]["final_mean_last_20"].items()))
-    q = report.get("quality", {})
+          f"{report['steps']} steps in {report['train_seconds']:.0f} s on {report['device']}, peak RSS "
+          f"{mem.get('peak_rss_mb')} MB" + (f", CUDA peak {mem['cuda_peak_allocated_mb']} MB" if len(mem) > 1 else ""))
+    print("losses first -> last 20 steps: " + ", ".join(f"{k} {losses['first'].get(k, float('nan')):.4f} -> {v:.4f}"
+                                                        for k, v in losses["final_mean_last_20"].items()))
     if q.get("skipped"):
         print(f"quality report skipped: {q['skipped']}")
         return
     for pair, rho in (q.get("spearman_lc") or {}).items():
         print(f"LC Spearman {pair}: {rho:.3f}")
-    sp = q.get("speed") or {}
-    if sp:
+    if q.get("speed"):
+        sp = q["speed"]
         print(f"scoring: student {sp['student_texts_per_second']} texts/s, teacher {sp['teacher_texts_per_second']}"
               f" texts/s: speed-up x{sp['speedup']}")
     print(f"{q.get('verdict', '')} (quality report {q.get('seconds', 0):.0f} s, peak RSS {q.get('peak_rss_mb')} MB)")

@@ -1,6 +1,6 @@
-"""`python -m plasm`: clear CLI errors, --sync runs from an export and from a (fake) Label Studio project with
---push, and - with a real Redis and a real RQ worker - enqueued runs for classification and NER followed with
-`status` until finished, a timed-out (killed) job reported as failed, a re-run, and `list`."""
+"""`python -m plasm`: clear CLI errors, --sync runs from an export and from a real Label Studio project (missing
+project, wrong token, --push), and - with a real Redis and a real RQ worker - enqueued runs for classification and
+NER followed with `status` until finished, a timed-out (killed) job reported as failed, a re-run, and `list`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,9 @@ from plasm.filters import plan_filters
 from tests.plasm.plasm_data import (CLS_CONFIG, FAST_CLASSICAL_CNN, FAST_CLASSICAL_TAGGER, FAST_TRAIN,
                                     ls_export, make_tiny_mpnet, write_export)
 from tests.support import services
-from tests.support.fakes import _Server
 from tests.support.tiny import make_tiny_bert
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "fake-ls-token-123"
 
 
 @pytest.fixture(scope="module")
@@ -145,34 +144,6 @@ def _check_run(run_dir: Path, kind: str) -> dict:
     return report
 
 
-class FakeLS(_Server):
-    """Just enough of the LS API: project 1 (label config, tasks), token auth, predictions import."""
-
-    def __init__(self, tasks: list[dict], label_config: str):
-        super().__init__()
-        self.tasks, self.label_config, self.imported = tasks, label_config, []
-
-    def handle(self, h, rec):
-        if rec["headers"].get("Authorization") != f"Token {TOKEN}":
-            return h.reply({"detail": "Invalid token."}, 401)
-        path, _, query = rec["path"].partition("?")
-        if path == "/api/projects/1" and rec["method"] == "GET":
-            return h.reply({"id": 1, "title": "fake", "label_config": self.label_config})
-        if path.startswith("/api/projects/") and rec["method"] == "GET":
-            return h.reply({"detail": "Not found."}, 404)
-        if path == "/api/tasks":
-            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-            page, size = int(params.get("page", 1)), int(params.get("page_size", 100))
-            chunk = self.tasks[(page - 1) * size: page * size]
-            if not chunk and page > 1:
-                return h.reply({"detail": "Invalid page."}, 404)
-            return h.reply({"tasks": chunk, "total": len(self.tasks)})
-        if path == "/api/projects/1/import/predictions" and rec["method"] == "POST":
-            self.imported += rec["body"]
-            return h.reply({"created": len(rec["body"])}, 201)
-        return h.reply({"detail": "Not found."}, 404)
-
-
 def test_sync_run_from_export(tmp_path, tiny, fast_config_file):
     export, _ = write_export(tmp_path / "data", "tagging", 20, 15)
     out = tmp_path / "run"
@@ -193,29 +164,44 @@ def test_sync_run_from_export(tmp_path, tiny, fast_config_file):
     assert "already holds a complete PLASM run" in line
 
 
-def test_sync_run_from_project_with_push_and_ls_errors(tmp_path, tiny, fast_config_file, capsys, monkeypatch):
-    monkeypatch.delenv("ACQUISITION_MODEL", raising=False)
+@pytest.fixture
+def ls_project(ls_client):
+    """A project in the real Label Studio with the tasks of ``ls_export``: 16 annotated, 10 not, 1 cancelled."""
     tasks = ls_export("classification", 16, 10, seed=3)
-    with FakeLS(tasks, CLS_CONFIG) as ls:
-        base = ["run", "--ls-url", ls.url, "--sync", "--model-dir", str(tmp_path / "models")]
-        assert cli.main([*base, "--project", "7", "--ls-token", TOKEN]) == 2
-        assert "project 7 does not exist" in capsys.readouterr().err
-        assert cli.main([*base, "--project", "1", "--ls-token", "wrong"]) == 2
-        err = capsys.readouterr().err
-        assert "refused the API key" in err and "wrong" not in err
-        code = cli.main([*base, "--project", "1", "--ls-token", TOKEN, "--teacher", tiny["bert"], "--successor", "cnn",
-                         "--config", str(fast_config_file), "--push", "--json", "--filter", "none"])
-        out = capsys.readouterr()
-        assert code == 0, out.err[-2000:]
-        summary = json.loads(out.out)
-        assert summary["push"]["pushed"] == len(tasks)
-        run_dir = Path(summary["run_dir"])
-        assert run_dir.parent == tmp_path / "models" / "plasm" and not (run_dir / "connection.json").exists()
-        _check_run(run_dir, "classification")
-        preds = ls.imported
-        assert len(preds) == len(tasks) and {p["model_version"] for p in preds} == {summary["job_id"]}
-        assert {p["task"] for p in preds} == {t["id"] for t in tasks}
-        assert all(p["result"][0]["from_name"] == "topic" and p["result"][0]["type"] == "choices" for p in preds)
+    project = ls_client.create_project(f"plasm cli {uuid.uuid4().hex[:8]}", CLS_CONFIG)
+    ids = ls_client.import_tasks(project["id"], [{"data": t["data"]} for t in tasks])
+    for task_id, task in zip(ids, tasks):
+        for ann in task.get("annotations") or []:
+            ls_client.create_annotation(task_id, ann["result"], was_cancelled=ann["was_cancelled"])
+    return project["id"], ids
+
+
+@pytest.mark.labelstudio
+def test_sync_run_from_project_with_push_and_ls_errors(tmp_path, tiny, fast_config_file, capsys, monkeypatch,
+                                                       label_studio, ls_client, ls_project):
+    monkeypatch.delenv("ACQUISITION_MODEL", raising=False)
+    project, task_ids = ls_project
+    token = label_studio.meta["token"]
+    base = ["run", "--ls-url", label_studio.url, "--sync", "--model-dir", str(tmp_path / "models")]
+    missing = project + 10_000
+    assert cli.main([*base, "--project", str(missing), "--ls-token", token]) == 2
+    assert f"project {missing} does not exist" in capsys.readouterr().err
+    assert cli.main([*base, "--project", str(project), "--ls-token", "wrong-token-123"]) == 2
+    err = capsys.readouterr().err
+    assert "refused the API key (401" in err and "wrong-token" not in err
+    code = cli.main([*base, "--project", str(project), "--ls-token", token, "--teacher", tiny["bert"],
+                     "--successor", "cnn", "--config", str(fast_config_file), "--push", "--json", "--filter", "none"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    summary = json.loads(out.out)
+    assert summary["push"]["pushed"] == len(task_ids)
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.parent == tmp_path / "models" / "plasm" and not (run_dir / "connection.json").exists()
+    _check_run(run_dir, "classification")
+    preds = ls_client.list_predictions(project=project)
+    assert len(preds) == len(task_ids) and {p["model_version"] for p in preds} == {summary["job_id"]}
+    assert {p["task"] for p in preds} == set(task_ids)
+    assert all(p["result"][0]["from_name"] == "topic" and p["result"][0]["type"] == "choices" for p in preds)
 
 
 # ============================================================================================ RQ
