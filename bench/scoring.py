@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gamma", type=float, default=0.1)
     ap.add_argument("--t", type=float, default=0.01, help="UPS temperature")
     ap.add_argument("--matmul-size", type=int, default=2048)
+    ap.add_argument("--matmul-seconds", type=float, default=1.0, help="minimum seconds per matmul measurement")
     ap.add_argument("--no-pipeline-batch1", action="store_true", help="skip the batch-size-1 pipeline baseline")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (auto: cuda + bf16 autocast when present)")
     ap.add_argument("--seed", type=int, default=0)
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
             ups_full_iterations="0,1,4,8", ups_full_every=0, seed=args.seed, device=str(device))
 
         # ---- matmul peak (1/2), before the model work
-        mm = [matmul_gflops(args.matmul_size, torch.float32, device)]
+        mm = [matmul_gflops(args.matmul_size, torch.float32, device, args.matmul_seconds)]
 
         # ---- train
         t0 = time.perf_counter()
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
             "ups_fraction": ups["scored"] / full["scored"],
             "ups_expected_fraction": expected_kept_fraction(args.gamma, args.t),
             "time_ratio_full_over_ups": f_s / u_s,
+            "time_ratio_per_pair": [p["full"]["seconds"]["score"] / p["ups"]["seconds"]["score"] for p in pairs],
+            "token_ratio_full_over_ups": full["tokens_scored"] / max(1, ups["tokens_scored"]),
             "whole_call_ratio_full_over_ups": full["wall_s"] / ups["wall_s"],
             "tasks_per_s": {"full": full["scored"] / f_s, "ups": ups["scored"] / u_s},
             "tokens_per_s": {"full": full["tokens_scored"] / f_s, "ups": ups["tokens_scored"] / u_s},
@@ -298,10 +301,10 @@ def main(argv: list[str] | None = None) -> dict:
             }
 
         # ---- matmul peak (2/2), after the model work
-        mm.append(matmul_gflops(args.matmul_size, torch.float32, device))
+        mm.append(matmul_gflops(args.matmul_size, torch.float32, device, args.matmul_seconds))
         peak = {"fp32_gflops": max(m["gflops"] for m in mm), "fp32_runs": mm}
         if device.type == "cuda":
-            bf = matmul_gflops(args.matmul_size * 2, torch.bfloat16, device)
+            bf = matmul_gflops(args.matmul_size * 2, torch.bfloat16, device, args.matmul_seconds)
             peak.update(bf16_gflops=bf["gflops"], bf16_runs=[bf])
         ref_peak = peak.get("bf16_gflops", peak["fp32_gflops"])  # the model runs under bf16 autocast on CUDA
 
@@ -344,8 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
         ["", "tasks", "tokens", "score s", "whole call s", "tasks/s", "tokens/s"],
         [[k, st["scored"], st["tokens_scored"], st["seconds"]["score"], st["wall_s"],
           ups_res["tasks_per_s"][k], ups_res["tokens_per_s"][k]] for k, st in (("full", full), ("ups", ups))])
-    print(f"  scoring time ratio full/UPS = {ups_res['time_ratio_full_over_ups']:.2f}x "
-          f"(whole rescore_pool call {ups_res['whole_call_ratio_full_over_ups']:.2f}x); UPS scored "
+    print(f"  scoring time ratio full/UPS = {ups_res['time_ratio_full_over_ups']:.2f}x best-of "
+          f"(per pair: {', '.join(f'{r:.2f}x' for r in ups_res['time_ratio_per_pair'])}; work ratio in real tokens "
+          f"{ups_res['token_ratio_full_over_ups']:.2f}x; whole rescore_pool call "
+          f"{ups_res['whole_call_ratio_full_over_ups']:.2f}x); UPS scored "
           f"{ups_res['ups_fraction']:.3f} of the pool (formula {ups_res['ups_expected_fraction']:.3f}); "
           f"model accuracy on the pool {ups_res['pool_accuracy_of_model']:.3f}")
     bc.print_table(

@@ -178,7 +178,7 @@ class DistilConfig:
     max_length: int = 128
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 1e-4
+    lr: float = 5e-4  # paper Appendix A.1
     eps: float = 1e-6
     weight_decay: float = 0.01
     warmup: float = 0.05

@@ -129,29 +129,30 @@ def presets(st: Settings) -> dict[str, ConfigSpec]:
     return {c.name: c for c in out}
 
 
-def _classical_defaults() -> dict:
-    return {"epochs": 8, "patience": None}
+# Classical successors from scratch: batch 32 so a 60-example seed set still gets a few dozen steps.
+_CNN_CPU = {"epochs": 10, "batch_size": 32}
+_BILSTM_CPU = {"epochs": 8, "batch_size": 32}
 
 
 # Profiles: the 2-core CPU default (< 30 min per dataset, 3 seeds) and the documented full-scale GPU run.
 PROFILES: dict[str, dict[str, dict]] = {
     "cpu": {
         "classification": dict(
-            pool_size=6000, test_size=1000, seed_fraction=0.01, query_fraction=0.01, iterations=5,
+            pool_size=10000, test_size=1000, seed_fraction=0.01, query_fraction=0.01, iterations=5,
             acquisition="splade-tiny", successor="cnn", teacher="minilm-l6",
-            acquisition_train=dict(epochs=5, min_steps=60, lr=2e-4, max_length=128),
+            acquisition_train=dict(epochs=10, min_steps=60, lr=5e-4, max_length=128),
             teacher_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
             successor_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
-            classical=_classical_defaults(), ups_full_iterations="0,1", plasm_pool=1500,
-            configs="standard,ups,mismatch,same,plasm"),
+            classical=dict(_CNN_CPU), ups_full_iterations="0,1", plasm_pool=1500,
+            configs="standard,ups,random,mismatch,same,plasm"),
         "tagging": dict(
             pool_size=4000, test_size=600, seed_fraction=0.02, query_fraction=0.02, iterations=5,
             acquisition="splade-tiny", successor="bilstm", teacher="minilm-l6",
-            acquisition_train=dict(epochs=5, min_steps=60, lr=3e-4, max_length=128),
-            teacher_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
-            successor_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=128),
-            classical=_classical_defaults(), ups_full_iterations="0,1", plasm_pool=1500,
-            configs="standard,ups,mismatch,same,plasm"),
+            acquisition_train=dict(epochs=10, min_steps=60, lr=5e-4, max_length=128),
+            teacher_train=dict(epochs=8, min_steps=60, max_steps=100, lr=2e-4, max_length=128),
+            successor_train=dict(epochs=8, min_steps=60, max_steps=100, lr=2e-4, max_length=128),
+            classical=dict(_BILSTM_CPU), ups_full_iterations="0,1", plasm_pool=1500,
+            configs="standard,ups,random,mismatch,same,plasm"),
     },
     "gpu": {
         "classification": dict(

@@ -3,7 +3,7 @@
 Every item becomes an :class:`albackend.examples.Example` (text + class ids, or text + character spans), the
 same object the backend builds from Label Studio annotations, so the emulation trains through the product's own
 code paths. NER items also keep their *words* (character ranges of the source tokens): the tagging budget is
-counted in words (the paper's "2% of tokens") and strict span F1 is computed on them (seqeval, IOB2).
+counted in words (the paper's "2% of tokens").
 
 Accepted files:
 
@@ -109,26 +109,6 @@ def iob_to_spans(words: Words, tags: Sequence[str]) -> list[tuple[int, int, str]
     if cur:
         spans.append(tuple(cur))
     return spans
-
-
-def spans_to_tags(words: Words, spans: Sequence[tuple[int, int, str]]) -> list[str]:
-    """IOB2 tags of words from character spans: a word belongs to the span containing its first character.
-
-    Used for gold and predictions alike, so both are compared on the same words (seqeval needs tag lists).
-    """
-    tags = ["O"] * len(words)
-    ordered = sorted((int(s[0]), int(s[1]), str(s[2])) for s in spans)
-    j, prev = 0, None
-    for i, (ws, _we) in enumerate(words):
-        while j < len(ordered) and ordered[j][1] <= ws:
-            j += 1
-        span = ordered[j] if j < len(ordered) and ordered[j][0] <= ws < ordered[j][1] else None
-        if span is None:
-            prev = None
-            continue
-        tags[i] = ("I-" if prev == span else "B-") + span[2]
-        prev = span
-    return tags
 
 
 def _from_tokens(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, Words, list[tuple[int, int, str]]]:

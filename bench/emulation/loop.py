@@ -28,16 +28,13 @@ from albackend.strategies import fit_mahalanobis, random_scores, select_by_token
 from bench.emulation.config import ACQ, ConfigSpec, Settings
 from bench.emulation.data import Dataset, Split
 from bench.emulation.learners import Learner, make_learner
-from bench.emulation.metrics import accuracy, share_in, span_f1, topk_overlap
+from bench.emulation.metrics import evaluate_targets, share_in, topk_overlap
 from ups.cache import ScoreCache
 from ups.sampler import FullPoolSchedule
 
 
 def evaluate(learner: Learner, test: Split, kind: str) -> float:
-    preds = learner.predict_targets(test.texts)
-    if kind == "classification":
-        return accuracy(preds, [e.label_ids[0] for e in test.examples])
-    return span_f1(preds, [e.spans for e in test.examples], test.words)
+    return evaluate_targets(learner.predict_targets(test.texts), test.examples, kind)
 
 
 def budgets(ds: Dataset, st: Settings) -> tuple[int, int]:
@@ -189,9 +186,10 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
             labeled = np.union1d(labeled, query)
         else:
             base["iteration_s"] = base["train_s"]
-        acq.release() if it == st.iterations - 1 else None
+        if it == st.iterations - 1:
+            acq.release()
         for cfg in group:
-            rec = {"config": cfg.name, **base, "metric_name": "accuracy" if ds.kind == "classification" else "f1",
+            rec = {"config": cfg.name, "group": "+".join(c.name for c in group), **base, "metric_name": "accuracy" if ds.kind == "classification" else "f1",
                    **metrics[cfg.name]}
             records.append(rec)
     return records

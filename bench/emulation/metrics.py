@@ -1,41 +1,30 @@
 """Test metrics and the paper's Table 1 statistic.
 
 * classification: accuracy;
-* tagging: strict span F1 (seqeval, IOB2, ``mode="strict"``) over the gold words of each test sentence; the
-  predicted character spans are mapped onto the same words (a word takes the label of the span holding its
-  first character), so a model whose sub-word tokenizer splits words differently is scored on equal terms;
+* tagging: strict span F1 (seqeval, IOB2, ``mode="strict"``), computed by :mod:`plasm.metrics` (the PLASM
+  teacher's dev score q comes from the same code): gold and predicted character spans are mapped onto one
+  common word segmentation, so models with different sub-word tokenizers are scored on equal terms;
 * Table 1: the share of this iteration's *standard* query (top-q of a fresh full-pool scoring) that lies in the
   top-k% most uncertain items of the current pool ranked by the *previous* iteration's full-pool scores.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
 
 from albackend.strategies import select_top_k
-from bench.emulation.data import Words, spans_to_tags
 
 TOP_K_PERCENTS = (10, 20, 30, 40, 50)
 
 
-def accuracy(pred: Sequence[int], gold: Sequence[int]) -> float:
-    p, g = np.asarray(pred), np.asarray(gold)
-    return float((p == g).mean()) if g.size else float("nan")
+def evaluate_targets(pred: list, test_examples: list, kind: str) -> float:
+    """Accuracy, or strict span F1 (seqeval, IOB2) on :mod:`plasm.metrics`' common word segmentation."""
+    from plasm.metrics import accuracy, span_f1
 
-
-def span_f1(pred_spans: Sequence[Sequence[tuple]], gold_spans: Sequence[Sequence[tuple]],
-            words: Sequence[Words]) -> float:
-    """Strict span-level F1 (seqeval, IOB2) of predicted vs gold character spans, on the gold words."""
-    from seqeval.metrics import f1_score
-    from seqeval.scheme import IOB2
-
-    y_true = [spans_to_tags(w, g) for w, g in zip(words, gold_spans)]
-    y_pred = [spans_to_tags(w, [s[:3] for s in p]) for w, p in zip(words, pred_spans)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no predicted entity at all: seqeval warns and returns 0
-        return float(f1_score(y_true, y_pred, mode="strict", scheme=IOB2, zero_division=0))
+    if kind == "classification":
+        return accuracy([int(p) for p in pred], [e.label_ids[0] for e in test_examples])
+    return span_f1([e.text for e in test_examples], [e.spans for e in test_examples], pred)
 
 
 def topk_overlap(standard_query: np.ndarray, prev_uncertainty: np.ndarray, unlabeled: np.ndarray,

@@ -24,6 +24,15 @@ TEXTS = [f"{w} news about {x} and the {y} market today" for w in ("oil", "stock"
          for x in ("prices", "games", "rockets", "elections", "banks", "players") for y in ("world", "tech")]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared CPU: one torch thread is many times faster than contended OpenMP threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     root = tmp_path_factory.mktemp("teachers")

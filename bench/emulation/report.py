@@ -1,0 +1,325 @@
+"""Aggregate emulation records into the report: summary JSON, a Markdown file and PNG plots.
+
+Everything here works from the records alone, so ``python bench/emulate.py --report-only OUT`` re-renders a
+report from ``OUT/results.json`` (e.g. after a partial or resumed run).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bench.emulation.metrics import TOP_K_PERCENTS
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    v = np.array([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def _by(records: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        out[tuple(r.get(k) for k in keys)].append(r)
+    return out
+
+
+def config_order(records: list[dict], configs: list[dict]) -> list[str]:
+    names = [c["name"] for c in configs]
+    return [n for n in names if any(r["config"] == n for r in records)]
+
+
+def curves(records: list[dict], names: list[str]) -> dict[str, list[dict]]:
+    """Per configuration and iteration: labeled size, metric mean/std over seeds, mean timings."""
+    out = {}
+    groups = _by(records, "config", "iteration")
+    for name in names:
+        rows = []
+        its = sorted({r["iteration"] for r in records if r["config"] == name})
+        for it in its:
+            rs = groups[(name, it)]
+            m, s, n = _mean_std([r["metric"] for r in rs])
+            row = {"iteration": it, "n_labeled": _mean_std([r["n_labeled"] for r in rs])[0],
+                   "n_labeled_words": _mean_std([r["n_labeled_words"] for r in rs])[0],
+                   "metric": m, "std": s, "seeds": n}
+            for key in ("train_s", "scoring_s", "select_s", "measure_s", "n_scored", "pool_size", "iteration_s",
+                        "successor_train_s", "eval_s", "ups_recall", "query_vs_standard"):
+                vals = [r[key] for r in rs if key in r]
+                if vals:
+                    row[key] = _mean_std(vals)[0]
+                    row[key + "_std"] = _mean_std(vals)[1]
+            rows.append(row)
+        out[name] = rows
+    return out
+
+
+def overlap_table(records: list[dict], name: str) -> dict[int, dict[str, tuple[float, float]]]:
+    """Table 1 analogue of one configuration: iteration -> k -> (mean, std) over seeds."""
+    table: dict[int, dict[str, tuple[float, float]]] = {}
+    for (cfg, it), rs in sorted(_by(records, "config", "iteration").items(), key=lambda kv: kv[0][1]):
+        if cfg != name:
+            continue
+        vals = [r["topk_overlap"] for r in rs if r.get("topk_overlap")]
+        if vals:
+            table[it] = {str(k): _mean_std([v.get(str(k)) for v in vals])[:2] for k in TOP_K_PERCENTS}
+    return table
+
+
+def _totals(records: list[dict], name: str, key: str) -> tuple[float, float]:
+    per_seed = defaultdict(float)
+    for r in records:
+        if r["config"] == name and key in r:
+            per_seed[r["seed"]] += float(r[key])
+    return _mean_std(list(per_seed.values()))[:2]
+
+
+def _paired_diff(records: list[dict], a: str, b: str) -> tuple[float, float, int]:
+    """Mean over seeds and iterations of metric(a) - metric(b), on the same (seed, iteration)."""
+    ma = {(r["seed"], r["iteration"]): r["metric"] for r in records if r["config"] == a}
+    mb = {(r["seed"], r["iteration"]): r["metric"] for r in records if r["config"] == b}
+    common = sorted(set(ma) & set(mb))
+    return _mean_std([ma[k] - mb[k] for k in common]) if common else (float("nan"), float("nan"), 0)
+
+
+def comparisons(records: list[dict], configs: list[dict]) -> dict:
+    """UPS vs its full-pool twin; PLASM vs the mismatched (gold-only) and same-model baselines."""
+    by_name = {c["name"]: c for c in configs}
+    present = set(config_order(records, configs))
+    out: dict = {"ups": [], "plasm": []}
+    for c in configs:
+        if c["name"] not in present:
+            continue
+        if c["ups"] and not c["plasm"]:
+            twins = [o for o in configs if o["name"] in present and not o["ups"] and not o["plasm"]
+                     and o["acquisition"] == c["acquisition"] and o["strategy"] == c["strategy"]
+                     and o["successor"] == c["successor"]]
+            if twins:
+                t = twins[0]["name"]
+                s_ups, s_full = _totals(records, c["name"], "scoring_s"), _totals(records, t, "scoring_s")
+                n_ups, n_full = _totals(records, c["name"], "n_scored"), _totals(records, t, "n_scored")
+                i_ups, i_full = _totals(records, c["name"], "iteration_s"), _totals(records, t, "iteration_s")
+                last = max(r["iteration"] for r in records if r["config"] == c["name"])
+                diff = _paired_diff(records, c["name"], t)
+                fin = [_mean_std([r["metric"] for r in records if r["config"] == n and r["iteration"] == last])[0]
+                       for n in (c["name"], t)]
+                out["ups"].append({
+                    "ups": c["name"], "full": t, "scoring_s": [s_ups[0], s_full[0]],
+                    "scoring_saved": 1 - s_ups[0] / s_full[0] if s_full[0] > 0 else None,
+                    "n_scored": [n_ups[0], n_full[0]], "iteration_s": [i_ups[0], i_full[0]],
+                    "iteration_saved": 1 - i_ups[0] / i_full[0] if i_full[0] > 0 else None,
+                    "metric_diff_mean": diff[0], "metric_diff_std": diff[1], "final_metric": fin})
+        if c["plasm"]:
+            row = {"plasm": c["name"], "successor": c["successor"]}
+            for role, pred in (("mismatch", lambda o: not o["plasm"] and o["successor"] == c["successor"]
+                                and o["acquisition"] == c["acquisition"] and o["ups"] == c["ups"]),
+                               ("same", lambda o: not o["plasm"] and o["acquisition"] == c["successor"]
+                                and o["successor"] == "acquisition")):
+                match = [o["name"] for o in configs if o["name"] in present and pred(o)]
+                if match:
+                    d = _paired_diff(records, c["name"], match[0])
+                    row[role] = {"config": match[0], "diff_mean": d[0], "diff_std": d[1], "pairs": d[2]}
+            out["plasm"].append(row)
+    _ = by_name
+    return out
+
+
+# ============================================================================================== markdown
+def _fmt(m: float, s: float | None = None, digits: int = 3) -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "–"
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None and not math.isnan(s) else "")
+
+
+def markdown(result: dict, plots: dict[str, str]) -> str:
+    meta, records, configs = result["meta"], result["records"], result["configs"]
+    names = config_order(records, configs)
+    cv = curves(records, names)
+    metric = "accuracy" if meta["dataset"]["kind"] == "classification" else "strict span F1"
+    unit = "instances" if meta["dataset"]["kind"] == "classification" else "sentences (words)"
+    d = meta["dataset"]
+    words = (f" ({d['pool_words']} words) / {d['test']} ({d['test_words']} words)" if d["kind"] == "tagging"
+             else f" / {d['test']}")
+    lines = [f"# AL emulation: {d['name']}", "",
+             f"- command: `{meta.get('command', '')}`",
+             f"- dataset: {d['name']} ({d['kind']}, labels {', '.join(d['labels'])}); pool / test: {d['pool']}{words}",
+             f"- seeds: {meta['settings']['seeds']}, iterations: {meta['settings']['iterations']}, "
+             f"seed/query budget: {meta['budgets']}",
+             f"- wall time: {meta.get('wall_s', float('nan')):.0f} s on {meta.get('machine', '?')}", ""]
+    lines += ["## Configurations", "", "| name | what |", "|---|---|"]
+    lines += [f"| {c['name']} | {c['description']} |" for c in configs if c["name"] in names]
+    lines += ["", f"## Learning curves (test {metric}, mean ± std over seeds)", ""]
+    its = sorted({r["iteration"] for r in records})
+    header = "| iteration | labeled " + unit + " | " + " | ".join(names) + " |"
+    lines += [header, "|" + "---|" * (len(names) + 2)]
+    for it in its:
+        ref = next((row for n in names for row in cv[n] if row["iteration"] == it), None)
+        size = f"{ref['n_labeled']:.0f}" + (f" ({ref['n_labeled_words']:.0f})"
+                                            if meta["dataset"]["kind"] == "tagging" else "") if ref else "–"
+        cells = []
+        for n in names:
+            row = next((r for r in cv[n] if r["iteration"] == it), None)
+            cells.append(_fmt(row["metric"], row["std"]) if row else "–")
+        lines.append(f"| {it} | {size} | " + " | ".join(cells) + " |")
+    if "learning_curves" in plots:
+        lines += ["", f"![learning curves]({plots['learning_curves']})"]
+    lines += ["", "## Time per iteration (seconds, mean over seeds)", "",
+              "AL iteration = acquisition training + pool scoring (+ UPS bookkeeping); `measure` is the extra "
+              "full-pool scoring of UPS runs for the Table 1 statistic, not counted.", "",
+              "| configuration | iteration | train | scoring | items scored / pool | AL iteration | measure | "
+              "successor train | test eval |", "|---|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        for row in cv[n]:
+            scored = (f"{row.get('n_scored', float('nan')):.0f} / {row.get('pool_size', float('nan')):.0f}"
+                      if "n_scored" in row else "–")
+            lines.append(f"| {n} | {row['iteration']} | {_fmt(row.get('train_s'), None, 1)} | "
+                         f"{_fmt(row.get('scoring_s'), None, 2)} | {scored} | {_fmt(row.get('iteration_s'), None, 1)} | "
+                         f"{_fmt(row.get('measure_s'), None, 2)} | {_fmt(row.get('successor_train_s'), None, 1)} | "
+                         f"{_fmt(row.get('eval_s'), None, 1)} |")
+    if "time_per_iteration" in plots:
+        lines += ["", f"![time per iteration]({plots['time_per_iteration']})"]
+    comp = comparisons(records, configs)
+    if comp["ups"]:
+        lines += ["", "## UPS vs full-pool scoring", "",
+                  "| UPS run | full-pool twin | scoring s (UPS / full) | saved | items scored (UPS / full) | "
+                  "AL iteration s (UPS / full) | saved | Δ metric (UPS − full), mean ± std | final metric (UPS / full) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for u in comp["ups"]:
+            lines.append(
+                f"| {u['ups']} | {u['full']} | {u['scoring_s'][0]:.1f} / {u['scoring_s'][1]:.1f} | "
+                f"{_pct(u['scoring_saved'])} | {u['n_scored'][0]:.0f} / {u['n_scored'][1]:.0f} | "
+                f"{u['iteration_s'][0]:.1f} / {u['iteration_s'][1]:.1f} | {_pct(u['iteration_saved'])} | "
+                f"{_fmt(u['metric_diff_mean'], u['metric_diff_std'])} | "
+                f"{_fmt(u['final_metric'][0])} / {_fmt(u['final_metric'][1])} |")
+        lines += ["", "Totals are summed over the scored iterations of a seed, then averaged over seeds."]
+        recall_rows = [(n, row) for n in names for row in cv[n] if "ups_recall" in row]
+        if recall_rows:
+            lines += ["", "UPS recall (share of the standard query among the items UPS rescored) and query "
+                      "agreement (share of the UPS query the standard query would also take), non-full iterations:",
+                      "", "| configuration | iteration | UPS recall | query agreement |", "|---|---|---|---|"]
+            lines += [f"| {n} | {row['iteration']} | {_fmt(row['ups_recall'], row.get('ups_recall_std'))} | "
+                      f"{_fmt(row['query_vs_standard'], row.get('query_vs_standard_std'))} |" for n, row in recall_rows]
+    if comp["plasm"]:
+        lines += ["", "## PLASM vs baselines (paired by seed and iteration)", "",
+                  "| PLASM run | successor | vs mismatched (gold only): Δ mean ± std | vs same model: Δ mean ± std |",
+                  "|---|---|---|---|"]
+        for p in comp["plasm"]:
+            cells = []
+            for role in ("mismatch", "same"):
+                d = p.get(role)
+                cells.append(f"{_fmt(d['diff_mean'], d['diff_std'])} (vs {d['config']})" if d else "–")
+            lines.append(f"| {p['plasm']} | {p['successor']} | " + " | ".join(cells) + " |")
+        q_rows = [(r["config"], r["iteration"], r["plasm"]) for r in records if r.get("plasm")]
+        if q_rows:
+            lines += ["", "PLASM internals (mean over seeds): teacher dev score q, pseudo-labels kept / made, "
+                      "seconds.", "", "| configuration | iteration | q | kept / pseudo | PLASM seconds |",
+                      "|---|---|---|---|---|"]
+            for (cfg, it), rs in sorted(_by([r for r in records if r.get("plasm")], "config", "iteration").items()):
+                q = _mean_std([r["plasm"].get("q") for r in rs])[0]
+                kept = _mean_std([r["plasm"].get("kept") for r in rs])[0]
+                made = _mean_std([r["plasm"].get("pseudo") for r in rs])[0]
+                secs = _mean_std([r["successor_train_s"] for r in rs])[0]
+                lines.append(f"| {cfg} | {it} | {_fmt(q)} | {kept:.0f} / {made:.0f} | {secs:.0f} |")
+    ov_names = [n for n in names if overlap_table(records, n)]
+    if ov_names:
+        lines += ["", "## Table 1 analogue", "",
+                  "Share of an iteration's standard query (top of a fresh full-pool scoring) that lies in the top-k% "
+                  "most uncertain items of the current pool by the previous iteration's scores (mean ± std over seeds)."]
+        for n in ov_names:
+            table = overlap_table(records, n)
+            cols = sorted(table)
+            lines += ["", f"**{n}**", "", "| top-k% / iteration | " + " | ".join(str(c) for c in cols) + " |",
+                      "|---|" + "---|" * len(cols)]
+            for k in TOP_K_PERCENTS:
+                lines.append(f"| {k}% | " + " | ".join(_fmt(*table[c][str(k)]) for c in cols) + " |")
+        if "overlap" in plots:
+            lines += ["", f"![Table 1 analogue]({plots['overlap']})"]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.0f}%"
+
+
+# ============================================================================================== plots
+def plot(result: dict, out_dir: Path, prefix: str = "") -> dict[str, str]:
+    """learning_curves.png, time_per_iteration.png and (when measured) overlap.png; returns name -> file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    records, configs, meta = result["records"], result["configs"], result["meta"]
+    names = config_order(records, configs)
+    cv = curves(records, names)
+    tagging = meta["dataset"]["kind"] == "tagging"
+    files: dict[str, str] = {}
+    title = meta["dataset"]["name"]
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
+    for n in names:
+        x = np.array([r["n_labeled_words" if tagging else "n_labeled"] for r in cv[n]])
+        m = np.array([r["metric"] for r in cv[n]])
+        s = np.array([r["std"] for r in cv[n]])
+        line, = ax.plot(x, m, marker="o", ms=3, label=n)
+        ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
+    ax.set_xlabel("labeled words" if tagging else "labeled instances")
+    ax.set_ylabel("test strict span F1" if tagging else "test accuracy")
+    n_seeds = len({r["seed"] for r in records})
+    ax.set_title(f"{title}: successor quality (mean ± std over {n_seeds} seed{'s' * (n_seeds != 1)})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files["learning_curves"] = f"{prefix}learning_curves.png"
+    fig.savefig(out_dir / files["learning_curves"])
+    plt.close(fig)
+
+    # one line per distinct acquisition run (configs sharing it have identical timings)
+    groups: dict[str, str] = {}
+    for n in names:
+        g = next(r.get("group", n) for r in records if r["config"] == n)
+        groups.setdefault(g, n)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=90)
+    for g, n in groups.items():
+        rows = [r for r in cv[n] if "scoring_s" in r]
+        axes[0].plot([r["iteration"] for r in rows], [r["scoring_s"] for r in rows], marker="o", ms=3, label=g)
+        axes[1].plot([r["iteration"] for r in cv[n]], [r["train_s"] for r in cv[n]], marker="o", ms=3, label=g)
+    axes[0].set_title("pool scoring (s)")
+    axes[1].set_title("acquisition training (s)")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("AL iteration")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: time per AL iteration (mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    files["time_per_iteration"] = f"{prefix}time_per_iteration.png"
+    fig.savefig(out_dir / files["time_per_iteration"])
+    plt.close(fig)
+
+    ov = [(n, overlap_table(records, n)) for n in names]
+    ov = [(n, t) for n, t in ov if t]
+    if ov:
+        fig, ax = plt.subplots(figsize=(6, 3.8), dpi=90)
+        for n, table in ov[:2]:
+            cols = sorted(table)
+            for k in TOP_K_PERCENTS:
+                ax.plot(cols, [table[c][str(k)][0] for c in cols], marker="o", ms=3,
+                        linestyle="-" if n == ov[0][0] else "--", label=f"{n} top-{k}%")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("current AL iteration")
+        ax.set_ylabel("share of standard query")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"{title}: Table 1 analogue")
+        fig.tight_layout()
+        files["overlap"] = f"{prefix}overlap.png"
+        fig.savefig(out_dir / files["overlap"])
+        plt.close(fig)
+    return files

@@ -1,0 +1,142 @@
+"""Run every (acquisition group × seed) of an emulation, save results incrementally, render the report.
+
+``results.json`` is rewritten after each finished (group, seed), so an interrupted run keeps what it did and
+``--resume`` skips the finished pairs. ``report.md`` and the PNG plots are rendered at the end (or with
+``--report-only`` from an existing ``results.json``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.emulation.config import ConfigSpec, Settings
+from bench.emulation.data import Dataset
+from bench.emulation.loop import budgets, run_group
+from bench.emulation.report import markdown, plot
+
+RESULTS = "results.json"
+REPORT = "report.md"
+
+
+def group_configs(configs: list[ConfigSpec]) -> list[list[ConfigSpec]]:
+    """Configurations with the same acquisition key share one AL run per seed (order of first appearance)."""
+    groups: dict[tuple, list[ConfigSpec]] = {}
+    for c in configs:
+        groups.setdefault(c.acquisition_key(), []).append(c)
+    return list(groups.values())
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+        threads = torch.get_num_threads()
+    except Exception:  # noqa: BLE001
+        dev, threads = "CPU", 0
+    return f"{platform.machine()} {os.cpu_count()} cores, torch threads {threads}, {dev}"
+
+
+def _config_dicts(configs: list[ConfigSpec]) -> list[dict]:
+    return [{**dataclasses.asdict(c), "description": c.describe()} for c in configs]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_default))
+    os.replace(tmp, path)
+
+
+def _default(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progress: bool = True,
+        command: str = "") -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS
+    groups = group_configs(st.configs)
+    seed_budget, query_budget = budgets(ds, st)
+    unit = "words" if ds.kind == "tagging" else "instances"
+    result = {
+        "meta": {"command": command or " ".join(sys.argv), "dataset": ds.describe(),
+                 "settings": _settings_dict(st), "budgets": {"seed": seed_budget, "query": query_budget,
+                                                             "unit": unit},
+                 "machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "done": []},
+        "configs": _config_dicts(st.configs),
+        "records": [],
+    }
+    if resume and path.exists():
+        old = json.loads(path.read_text())
+        result["records"] = old.get("records", [])
+        result["meta"]["done"] = old.get("meta", {}).get("done", [])
+        result["meta"]["wall_s_before_resume"] = old.get("meta", {}).get("wall_s", 0.0)
+    done = {tuple(d) for d in result["meta"]["done"]}
+    todo = [(g, s) for s in st.seeds for g in groups if ("+".join(c.name for c in g), s) not in done]
+    t0, c0 = time.perf_counter(), time.process_time()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo) * st.iterations, unit="it", desc=ds.name, dynamic_ncols=True)
+    try:
+        for group, seed in todo:
+            gname = "+".join(c.name for c in group)
+            last_it = [-1]
+
+            def tick(msg: str, gname=gname, last_it=last_it) -> None:
+                if bar is None:
+                    return
+                it = int(msg.split(" it ")[1].split(":")[0])
+                if it != last_it[0] and last_it[0] >= 0:
+                    bar.update(1)
+                last_it[0] = it
+                bar.set_postfix_str(f"{gname} | {msg}", refresh=True)
+
+            records = run_group(ds, group, seed, st, tick)
+            if bar is not None:
+                bar.update(1)
+                last = [r for r in records if r["iteration"] == st.iterations - 1]
+                bar.write(f"[{ds.name}] seed {seed} {gname}: final " +
+                          ", ".join(f"{r['config']}={r['metric']:.3f}" for r in last))
+            result["records"] = [r for r in result["records"] if not (r["group"] == gname and r["seed"] == seed)]
+            result["records"] += records
+            result["meta"]["done"].append([gname, seed])
+            result["meta"]["wall_s"] = result["meta"].get("wall_s_before_resume", 0.0) + time.perf_counter() - t0
+            result["meta"]["cpu_s"] = time.process_time() - c0
+            _write_json(path, result)
+    finally:
+        if bar is not None:
+            bar.close()
+    result["meta"]["wall_s"] = result["meta"].get("wall_s_before_resume", 0.0) + time.perf_counter() - t0
+    result["meta"]["cpu_s"] = time.process_time() - c0
+    result["meta"]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    _write_json(path, result)
+    render(result, out_dir)
+    return result
+
+
+def render(result: dict, out_dir: Path) -> dict[str, str]:
+    """Write report.md and the PNGs next to results.json; returns the plot file names."""
+    plots = plot(result, out_dir) if result["records"] else {}
+    (out_dir / REPORT).write_text(markdown(result, plots) if result["records"] else "# no records\n")
+    return plots
+
+
+def _settings_dict(st: Settings) -> dict:
+    d = dataclasses.asdict(st)
+    d.pop("configs", None)
+    return d

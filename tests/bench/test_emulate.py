@@ -1,0 +1,209 @@
+"""The AL emulation (bench/emulate.py) end to end on tiny datasets with tiny random models, so it cannot rot.
+
+Classification: standard, UPS (non-full iteration, measured Table 1 / recall), mismatch (CNN on gold),
+same (CNN acquires), PLASM (tiny BERT teacher -> CNN), 3 iterations, 2 seeds. NER: standard, UPS, PLASM
+(tiny BERT teacher -> BiLSTM), 2 iterations, 1 seed. Checks the files and the records, not the quality.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.support.tiny import make_tiny_bert
+
+CLASSES = {
+    "sport": ["match", "goal", "team", "coach", "league", "score", "player"],
+    "money": ["stock", "market", "bank", "profit", "shares", "price", "trade"],
+    "tech": ["software", "chip", "internet", "computer", "phone", "data", "robot"],
+}
+FILLER = ["the", "a", "today", "new", "report", "says", "after", "week"]
+NAMES = {"PER": ["John", "Maria", "Ahmed", "Li"], "LOC": ["Paris", "Tokyo", "Berlin", "Lagos"]}
+
+
+def _cls_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = list(CLASSES)[i % len(CLASSES)]
+        words = rng.sample(CLASSES[label], 3) + rng.sample(FILLER, 3)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _write_conll(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- O", ""]
+    for _ in range(n):
+        label = rng.choice(list(NAMES))
+        other = "LOC" if label == "PER" else "PER"
+        toks = [("yesterday", "O"), (rng.choice(NAMES[label]), f"B-{label}"), ("went", "O"), ("to", "O"),
+                (rng.choice(NAMES[other]), f"B-{other}"), (".", "O")]
+        if rng.random() < 0.3:
+            toks.insert(2, ("Smith", f"I-{label}"))
+        lines += [f"{t} {g}" for t, g in toks] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and OpenMP threads spinning on a shared, oversubscribed
+    CPU make each op wait for a time slice (100x slower); bench/emulate.py sets OMP_WAIT_POLICY=PASSIVE, which
+    only works before torch is imported, so the test simply uses one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", hidden=32, layers=1))
+
+
+def _config_file(path: Path, model: str, successor: str, extra: dict) -> Path:
+    fast = {"epochs": 1, "min_steps": 4, "max_steps": 6, "batch_size": 8, "lr": 1e-3, "max_length": 32,
+            "infer_batch_size": 32}
+    settings = {
+        "acquisition": model, "teacher": model, "successor": successor, "device": "cpu",
+        "acquisition_train": fast, "teacher_train": fast, "successor_train": fast,
+        "classical": ({"epochs": 2, "embedding_dim": 16, "num_filters": 8} if successor == "cnn"
+                      else {"epochs": 2, "word_dim": 16, "char_dim": 8, "char_filters": 8, "hidden_size": 16,
+                            "ff_size": 16}),
+        "pool_size": 0, "test_size": 0, "ups_full_iterations": "0", "plasm_pool": 40, **extra,
+    }
+    path.write_text(json.dumps({"settings": settings}))
+    return path
+
+
+def _plasm_ok() -> bool:
+    from bench.emulation.plasm_adapter import plasm_available
+
+    return plasm_available()
+
+
+def _check_outputs(out: Path, configs: list[str], iterations: int, seeds: list[int], kind: str) -> list[dict]:
+    for name in ("results.json", "report.md", "learning_curves.png", "time_per_iteration.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((out / "results.json").read_text())
+    records = result["records"]
+    assert {r["config"] for r in records} == set(configs)
+    assert len(records) == len(configs) * iterations * len(seeds)
+    report = (out / "report.md").read_text()
+    for name in configs:
+        assert f"| {name} |" in report
+    metric = "accuracy" if kind == "classification" else "f1"
+    for r in records:
+        assert r["metric_name"] == metric
+        assert 0.0 <= r["metric"] <= 1.0
+        assert r["train_s"] > 0 and r["successor_train_s"] >= 0 and r["eval_s"] >= 0
+        assert r["seed"] in seeds and 0 <= r["iteration"] < iterations
+        if r["iteration"] < iterations - 1:  # a query happened
+            assert 0 < r["n_scored"] <= r["pool_size"]
+            assert r["scoring_s"] > 0 and r["iteration_s"] >= r["train_s"]
+    by = {(r["config"], r["seed"], r["iteration"]): r for r in records}
+    for (name, seed, it), r in by.items():  # the labeled set grows by the query each iteration
+        if it:
+            assert r["n_labeled"] > by[(name, seed, it - 1)]["n_labeled"]
+    return records
+
+
+def test_emulation_classification(tmp_path, tiny_model):
+    from bench.emulate import main
+
+    train = _write_csv(tmp_path / "train.csv", _cls_rows(150, 0))
+    test = _write_csv(tmp_path / "test.csv", _cls_rows(30, 1))
+    cfg = _config_file(tmp_path / "cfg.json", tiny_model, "cnn",
+                       {"seed_fraction": 0.1, "query_fraction": 0.1, "iterations": 3, "seeds": [0, 1]})
+    configs = ["standard", "ups", "mismatch", "same"] + (["plasm"] if _plasm_ok() else [])
+    out = tmp_path / "out"
+    assert main(["--train", str(train), "--test", str(test), "--config-file", str(cfg),
+                 "--configs", ",".join(configs), "--out", str(out), "--no-progress"]) == 0
+    records = _check_outputs(out, configs, 3, [0, 1], "classification")
+    std = [r for r in records if r["config"] == "standard"]
+    ups = [r for r in records if r["config"] == "ups"]
+    assert all(r["n_labeled"] == 15 for r in std if r["iteration"] == 0)
+    assert all(r["n_labeled"] == 30 for r in std if r["iteration"] == 1)  # 10% of 150 per query
+    assert all(r["full_pool"] and r["n_scored"] == r["pool_size"] for r in std if "full_pool" in r)
+    # Table 1 statistic: iteration 1 compares with iteration 0's full scoring; shares grow with k
+    for r in std + ups:
+        if r["iteration"] == 1:
+            ov = r["topk_overlap"]
+            assert list(ov) == ["10", "20", "30", "40", "50"]
+            vals = list(ov.values())
+            assert all(0.0 <= v <= 1.0 for v in vals) and vals == sorted(vals)
+    # UPS: iteration 0 full (warm-up), iteration 1 a subsample, measured against the standard query
+    u1 = [r for r in ups if r["iteration"] == 1]
+    assert all(not r["full_pool"] and r["n_scored"] < r["pool_size"] for r in u1)
+    assert all(0.0 <= r["ups_recall"] <= 1.0 and 0.0 <= r["query_vs_standard"] <= 1.0 for r in u1)
+    assert all(r["measure_s"] > 0 for r in u1)
+    # configurations sharing an acquisition run are paired: same labeled sets and timings
+    for seed in (0, 1):
+        a = [r for r in records if r["config"] == "standard" and r["seed"] == seed]
+        b = [r for r in records if r["config"] == "mismatch" and r["seed"] == seed]
+        assert [(r["n_labeled"], r["train_s"]) for r in a] == [(r["n_labeled"], r["train_s"]) for r in b]
+    if "plasm" in configs:
+        p = [r for r in records if r["config"] == "plasm"]
+        assert all(r["plasm"]["pseudo"] > 0 and 0 <= r["plasm"]["q"] <= 1 for r in p)
+    report = (out / "report.md").read_text()
+    assert "Table 1 analogue" in report and "UPS vs full-pool" in report
+    assert (out / "overlap.png").is_file()
+    # re-render from the JSON alone
+    (out / "report.md").unlink()
+    assert main(["--report-only", str(out)]) == 0
+    assert (out / "report.md").is_file()
+
+
+def test_emulation_ner(tmp_path, tiny_model):
+    from bench.emulate import main
+
+    train = _write_conll(tmp_path / "train.conll", 80, 0)
+    test = _write_conll(tmp_path / "test.conll", 20, 1)
+    cfg = _config_file(tmp_path / "cfg.json", tiny_model, "bilstm",
+                       {"seed_fraction": 0.1, "query_fraction": 0.1, "iterations": 2, "seeds": [0]})
+    configs = ["standard", "ups"] + (["plasm"] if _plasm_ok() else [])
+    out = tmp_path / "out"
+    assert main(["--train", str(train), "--test", str(test), "--config-file", str(cfg),
+                 "--configs", ",".join(configs), "--out", str(out), "--no-progress"]) == 0
+    records = _check_outputs(out, configs, 2, [0], "tagging")
+    first = [r for r in records if r["iteration"] == 0]
+    words = sum(6 for _ in range(80))  # at least 6 words per sentence
+    assert all(0 < r["n_labeled_words"] <= math.ceil(0.1 * words * 1.3) for r in first)
+    assert all(r["strategy"] == "mnlp" for r in records)
+
+
+def test_dataset_readers(tmp_path):
+    from bench.emulation.data import load_dataset
+
+    p = tmp_path / "ner.jsonl"
+    p.write_text(json.dumps({"text": "Ann lives in Rome", "spans": [{"start": 0, "end": 3, "label": "PER"},
+                                                                     [13, 17, "LOC"]]}) + "\n"
+                 + json.dumps({"tokens": ["Bob", "Smith", "ran"], "tags": ["B-PER", "I-PER", "O"]}) + "\n")
+    ds = load_dataset(train=str(p), test=str(p))
+    assert ds.kind == "tagging" and ds.spec.labels == ("LOC", "PER")
+    spans = sorted(tuple(e.spans) for e in ds.pool.examples)
+    assert ((0, 3, "PER"), (13, 17, "LOC")) in spans and ((0, 9, "PER"),) in spans
+    assert sorted(ds.pool.lengths().tolist()) == [3, 4]
+    c = tmp_path / "cls.jsonl"
+    c.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(10)))
+    ds = load_dataset(train=str(c), test=str(c), pool_size=6, test_size=4)
+    assert ds.kind == "classification" and ds.spec.labels == ("0", "1")
+    assert len(ds.pool) == 6 and len(ds.test) == 4
+    assert [e.task_id for e in ds.pool.examples] == list(range(6))
