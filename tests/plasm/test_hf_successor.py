@@ -18,12 +18,7 @@ from tests.support.tiny import make_tiny_bert
 FAST = TrainConfig(epochs=2, min_steps=8, lr=2e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

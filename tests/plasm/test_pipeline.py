@@ -21,12 +21,7 @@ from tests.plasm.plasm_data import (CLS_SPEC, NER_SPEC, classification_texts, cl
 from tests.support.tiny import make_tiny_bert
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
