@@ -4,7 +4,7 @@ Starts from a random seed set, then per iteration trains the acquisition model f
 each configuration's successor, scores the pool (full, or UPS subsample) and "annotates" the query with the
 gold labels. Several configurations land in one report: ``results.json``, ``report.md`` and PNG plots.
 
-    python bench/emulate.py --dataset agnews                     # 2-core CPU default (profile cpu), ~30 min
+    python bench/emulate.py --dataset agnews                     # 2-core CPU default (profile cpu)
     python bench/emulate.py --dataset conll2003
     python bench/emulate.py --dataset agnews --profile gpu       # full-scale configuration (GPU)
     python bench/emulate.py --train my.csv --test my_test.csv --configs standard,ups --iterations 8
@@ -39,7 +39,8 @@ from bench.emulation.data import load_dataset  # noqa: E402
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=["agnews", "conll2003"], help="a shared dataset (SHARED_DATA)")
     d.add_argument("--train", help="labeled pool file: CSV/JSONL (classification) or CoNLL/JSONL (NER)")
@@ -52,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-seed", type=int, help="seed of the pool/test subsets (shared by all AL seeds)")
     a = p.add_argument_group("protocol")
     a.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                   help="defaults: cpu (2-core, < 30 min) or gpu (full scale); explicit options override")
+                   help="defaults: cpu (2-core CPU, 3 seeds) or gpu (full scale); explicit options override")
     a.add_argument("--configs", help="comma-separated presets: " + ", ".join(presets(Settings())))
     a.add_argument("--config-file", help="JSON/YAML file with 'settings' and 'configs'")
     a.add_argument("--seeds", help="comma-separated AL seeds, e.g. 0,1,2")
@@ -131,6 +132,37 @@ def build(args) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _main(args, argv)
+    except (ValueError, FileNotFoundError) as exc:  # bad options or data: one clear line, no traceback
+        print(f"emulate.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _check(st: Settings, kind: str) -> None:
+    """Fail before any training on a strategy the task cannot use, or a model name that does not resolve."""
+    from albackend.labelconfig import TaskSpec
+    from albackend.models.registry import ModelNotFound, resolve_model
+    from albackend.predictions import resolve_strategy
+    from bench.emulation.learners import CLASSICAL
+
+    spec = TaskSpec(kind, "label", "text", "text", ("A", "B"))
+    for c in st.configs:
+        resolve_strategy(spec, c.strategy)
+        names = [c.acquisition] + ([c.successor] if c.successor != "acquisition" else [])
+        names += [c.teacher] if c.plasm else []
+        for name in names:
+            if name in CLASSICAL:
+                if CLASSICAL[name] != kind:
+                    raise ValueError(f"{c.name}: {name!r} is a {CLASSICAL[name]} model, the dataset is {kind}")
+                continue
+            try:
+                resolve_model(name)
+            except ModelNotFound as exc:
+                raise ValueError(f"{c.name}: {exc}") from None
+
+
+def _main(args, argv: list[str] | None) -> int:
     if args.list_configs:
         for name, c in presets(Settings()).items():
             print(f"{name:12s} {c.describe()}")
@@ -153,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if not plasm_available():
             print("PLASM configurations need plasm.pipeline, which is not importable", file=sys.stderr)
             return 2
+    _check(st, _task_of(args, {"task": st.task, "dataset": st.dataset, "train": st.train}))
     ds = load_dataset(dataset=st.dataset, train=st.train, test=st.test, task=st.task, pool_size=st.pool_size,
                       test_size=st.test_size, data_seed=st.data_seed, text_column=st.text_column,
                       label_column=st.label_column)

@@ -55,6 +55,15 @@ def train(name: str, spec, rows, settings: Settings, device) -> tuple[Acquisitio
                    "final_loss": st["final_loss"], "params": sum(p.numel() for p in model.model.parameters())}
 
 
+PROGRESS: dict = {"benchmark": "iteration", "partial": True, "steps": []}
+
+
+def progress(out: Path, label: str, figures: dict) -> None:
+    """Write what is measured so far: a run killed half-way still leaves its figures behind."""
+    PROGRESS["steps"].append({"step": label, **figures})
+    bc.write_json(out, PROGRESS)
+
+
 def score(model: AcquisitionModel, pool: Pool, project_dir: Path, iteration: int, version: str,
           settings: Settings, label: str) -> dict:
     t0 = time.perf_counter()
@@ -112,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
         print("previous iteration (setup, PLASM + UPS configuration):")
         ids = np.arange(1, len(unl_rows) + 1, dtype=np.int64)
         m_prev, prev_train = train(args.small_model, spec, seed_rows, ups_on, device)
+        progress(args.out, "previous: train small", prev_train)
         prev_score = score(m_prev, Pool(ids, [r.text for r in unl_rows], 0), dirs["plasm_ups"], 1, "prev-it1",
                            ups_on, "small, previous")
+        progress(args.out, "previous: score small (full)", prev_score)
         del m_prev
         from ups.cache import ScoreCache
 
@@ -128,10 +139,14 @@ def main(argv: list[str] | None = None) -> dict:
         # ---- the timed iteration, interleaved
         print("timed iteration 2:")
         m_a, train_a = train(args.standard_model, spec, labeled, ups_on, device)
+        progress(args.out, "A: train standard", train_a)
         m_b, train_b = train(args.small_model, spec, labeled, ups_on, device)
+        progress(args.out, "B: train small", train_b)
         score_a = score(m_a, pool, dirs["standard"], 2, "standard-it2", ups_off, "A standard")
+        progress(args.out, "A: score standard (full)", score_a)
         del m_a
         score_b = score(m_b, pool, dirs["plasm_ups"], 2, "plasm-ups-it2", ups_on, "B PLASM+UPS")
+        progress(args.out, "B: score small (UPS)", score_b)
         score_b_full = None if args.no_plasm_only else score(m_b, pool, dirs["plasm_only"], 2, "plasm-it2", ups_off,
                                                               "B' PLASM only")
         if not score_a["full_pool"] or score_b["full_pool"]:
@@ -148,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         configs["plasm_only"] = cfg(args.small_model, train_b, score_b_full)
     paper = {k: 1 - v["plasm_ups"] / v["standard"] for k, v in bc.PAPER_TABLE2.items()}
     result = {
-        "benchmark": "iteration", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "benchmark": "iteration", "partial": False, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "device": str(device), "pool_size": len(rows), "labeled": len(labeled), "unlabeled": len(pool.texts),
         "previous_iteration": {"train": prev_train, "inference": prev_score},
         "configs": configs,

@@ -272,18 +272,18 @@ def distil(texts: Sequence[str], out_dir: str | Path, cfg: DistilConfig, *, resu
     n_batches = -(-len(ids) // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(np.ceil(cfg.epochs * n_batches / cfg.grad_accum)))
     active = [k for k in LOSSES if cfg.weights.get(k, 0) > 0 and (has_mlm or k in ("cos", "mse"))]
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [{"params": [p for n, p in student.named_parameters() if not n.endswith(no_decay)],
-               "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in student.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
+    plain = [n.endswith(("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight"))
+             for n, _ in student.named_parameters()]  # no weight decay on biases and norms
+    groups = [{"params": [p for (_, p), nd in zip(student.named_parameters(), plain) if nd is decay_off],
+               "weight_decay": 0.0 if decay_off else cfg.weight_decay} for decay_off in (False, True)]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.eps)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
     fingerprint = _fingerprint(cfg, layers, texts, total)
     ckdir = out_dir / "checkpoints"
-    step, history = 0, []
+    step, history, before = 0, [], 0.0  # before: training seconds of earlier (interrupted) runs
     if resume and sorted(ckdir.glob("step-*")):
         state = _load_checkpoint(sorted(ckdir.glob("step-*"))[-1], student, opt, sched, fingerprint)
-        step, history = state["step"], state["history"]
+        step, history, before = state["step"], state["history"], float(state.get("train_seconds", 0.0))
     resumed_from = step
     epoch_cache: dict[int, list] = {}
     pad = tokenizer.pad_token_id or 0
@@ -329,28 +329,28 @@ def distil(texts: Sequence[str], out_dir: str | Path, cfg: DistilConfig, *, resu
         if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == total
                                      or (stop_after and step >= stop_after)):
             _save_checkpoint(ckdir, step, student, opt, sched,
-                             {"step": step, "history": history, "fingerprint": fingerprint})
+                             {"step": step, "history": history, "fingerprint": fingerprint,
+                              "train_seconds": before + time.perf_counter() - t_train})
     bar.close()
-    train_seconds = time.perf_counter() - t_train
+    session = time.perf_counter() - t_train
     if step < total:
         return {"complete": False, "step": step, "total_steps": total, "resumed_from": resumed_from,
-                "checkpoint": str(ckdir), "seconds": round(train_seconds, 2)}
-
-    def mean_last(k: str) -> float:
-        return float(np.mean([h[k] for h in history[-20:]]))
+                "checkpoint": str(ckdir), "seconds": round(session, 2)}
+    last20 = {k: float(np.mean([h[k] for h in history[-20:]])) for k in active}
     report = {
         "teacher": cfg.teacher, "teacher_layers_kept": layers, "teacher_num_layers": n_layers,
         "layer_list": path, "layer_map": pairs, "teacher_has_mlm_head": has_mlm,
         "distilled_on": {"source": source, "n_texts": len(texts), "max_length": cfg.max_length,
                          "n_tokens": int(sum(lengths))},
         "losses": {"used": active, "weights": {k: cfg.weights[k] for k in active},
-                   "first": history[0] if history else {}, "final_mean_last_20": {k: mean_last(k) for k in active},
+                   "first": history[0] if history else {}, "final_mean_last_20": last20,
                    "skipped": [] if has_mlm else ["ce", "mlm"],
                    "note": None if has_mlm else "teacher checkpoint has no MLM head: only hidden-state cos + MSE"},
         "steps": total, "resumed_from": resumed_from, "config": asdict(cfg), "device": str(device),
         "bf16": device.type == "cuda" and torch.cuda.is_bf16_supported(),
-        "train_seconds": round(train_seconds, 2), "seconds": round(time.perf_counter() - t_start, 2),
-        "texts_per_second": round(total * cfg.grad_accum * cfg.batch_size / max(train_seconds, 1e-9), 2),
+        "train_seconds": round(before + session, 2), "train_seconds_this_run": round(session, 2),
+        "seconds_this_run": round(time.perf_counter() - t_start, 2), "texts_per_second": round(
+            (total - resumed_from) * cfg.grad_accum * cfg.batch_size / max(session, 1e-9), 2),
         "memory": _peak_memory(device), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     save_student(student, tokenizer, out_dir, report, extras)

@@ -3,5 +3,5 @@
 Modules: ``data`` (datasets -> Examples), ``learners`` (HF / classical models behind one interface),
 ``plasm_adapter`` (PLASM pipeline as a successor), ``loop`` (the protocol for one seed), ``metrics`` (test
 metric, Table 1 statistic), ``config`` (settings, presets, profiles), ``runner`` (seeds, files), ``report``
-(Markdown, plots).
+(aggregates, Markdown), ``plots`` (PNG).
 """

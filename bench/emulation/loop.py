@@ -98,7 +98,7 @@ class Scorer:
         t2 = time.perf_counter()
         self.cache.update(selected, unc.astype(np.float32), it, f"it{it}")
         cached, _ = self.cache.lookup(unlabeled)
-        query = unlabeled[self._select(cached.astype(np.float64), unlabeled, budget)]
+        query = unlabeled[self.select(cached.astype(np.float64), unlabeled, budget)]
         t3 = time.perf_counter()
         rec = {"full_pool": bool(full), "pool_size": int(unlabeled.size), "n_scored": int(selected.size),
                "scoring_s": t2 - t1, "select_s": (t1 - t0) + (t3 - t2), "measure_s": 0.0}
@@ -112,12 +112,13 @@ class Scorer:
             fresh[unlabeled] = self._score(acq, unlabeled, labeled, it)
             rec["measure_s"] = time.perf_counter() - t4
         if fresh is not None and not full:
-            standard = unlabeled[self._select(fresh[unlabeled], unlabeled, budget)]
+            standard = unlabeled[self.select(fresh[unlabeled], unlabeled, budget)]
             rec["ups_recall"] = share_in(standard, selected)
             rec["query_vs_standard"] = share_in(query, standard)
         return query, rec, fresh
 
-    def _select(self, unc: np.ndarray, unlabeled: np.ndarray, budget: int) -> np.ndarray:
+    def select(self, unc: np.ndarray, unlabeled: np.ndarray, budget: int) -> np.ndarray:
+        """Positions into ``unlabeled`` of the query: top-k instances, or the word budget for tagging."""
         if self.ds.kind == "tagging":
             return select_by_token_budget(unc, self.ds.pool.lengths()[unlabeled], budget)
         return select_top_k(unc, min(budget, unc.size))
@@ -162,8 +163,10 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
                 learner = successors[cfg.name]
                 tick(f"seed {seed} it {it}: {cfg.name} successor")
                 t1 = time.perf_counter()
-                extra = learner.fit(gold, seed=seed * 1000 + it, labeled=labeled) if cfg.plasm \
-                    else learner.fit(gold, seed=seed * 1000 + it)
+                if cfg.plasm:  # PLASM pseudo-labels (a subset of) the pool items not labeled yet
+                    learner.fit(gold, seed=seed * 1000 + it, labeled=labeled)
+                else:
+                    learner.fit(gold, seed=seed * 1000 + it)
                 fit_s = time.perf_counter() - t1
             t2 = time.perf_counter()
             metric = evaluate(learner, ds.test, ds.kind)
@@ -178,9 +181,9 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
             query, qrec, fresh = scorer.query(acq, labeled, query_budget, it, measure)
             base.update(qrec)
             base["iteration_s"] = base["train_s"] + qrec["scoring_s"] + qrec["select_s"]
-            if prev_fresh is not None and fresh is not None:
+            if prev_fresh is not None and fresh is not None and scorer.strategy != "random":
                 unlabeled = np.setdiff1d(np.arange(len(ds.pool)), labeled)
-                standard = unlabeled[scorer._select(fresh[unlabeled], unlabeled, query_budget)]
+                standard = unlabeled[scorer.select(fresh[unlabeled], unlabeled, query_budget)]
                 base["topk_overlap"] = topk_overlap(standard, prev_fresh, unlabeled)
             prev_fresh = fresh
             labeled = np.union1d(labeled, query)
@@ -189,7 +192,7 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
         if it == st.iterations - 1:
             acq.release()
         for cfg in group:
-            rec = {"config": cfg.name, "group": "+".join(c.name for c in group), **base, "metric_name": "accuracy" if ds.kind == "classification" else "f1",
-                   **metrics[cfg.name]}
-            records.append(rec)
+            records.append({"config": cfg.name, "group": "+".join(c.name for c in group), **base,
+                            "metric_name": "accuracy" if ds.kind == "classification" else "f1",
+                            **metrics[cfg.name]})
     return records

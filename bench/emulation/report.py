@@ -1,4 +1,4 @@
-"""Aggregate emulation records into the report: summary JSON, a Markdown file and PNG plots.
+"""Aggregate emulation records into the report: curves, comparisons, the Table 1 analogue, and Markdown.
 
 Everything here works from the records alone, so ``python bench/emulate.py --report-only OUT`` re-renders a
 report from ``OUT/results.json`` (e.g. after a partial or resumed run).
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +56,24 @@ def curves(records: list[dict], names: list[str]) -> dict[str, list[dict]]:
     return out
 
 
+def acquisition_groups(records: list[dict], names: list[str]) -> dict[str, str]:
+    """AL-run group name -> its first configuration (configs of one group share every acquisition field)."""
+    groups: dict[str, str] = {}
+    for n in names:
+        g = next(r.get("group", n) for r in records if r["config"] == n)
+        groups.setdefault(g, n)
+    return groups
+
+
+def overlap_names(records: list[dict], names: list[str]) -> dict[str, str]:
+    """Group name -> config with a Table 1 statistic; random sampling has no uncertainty ranking to compare."""
+    out = {}
+    for g, n in acquisition_groups(records, names).items():
+        if all(r.get("strategy") != "random" for r in records if r["config"] == n) and overlap_table(records, n):
+            out[g] = n
+    return out
+
+
 def overlap_table(records: list[dict], name: str) -> dict[int, dict[str, tuple[float, float]]]:
     """Table 1 analogue of one configuration: iteration -> k -> (mean, std) over seeds."""
     table: dict[int, dict[str, tuple[float, float]]] = {}
@@ -87,7 +104,6 @@ def _paired_diff(records: list[dict], a: str, b: str) -> tuple[float, float, int
 
 def comparisons(records: list[dict], configs: list[dict]) -> dict:
     """UPS vs its full-pool twin; PLASM vs the mismatched (gold-only) and same-model baselines."""
-    by_name = {c["name"]: c for c in configs}
     present = set(config_order(records, configs))
     out: dict = {"ups": [], "plasm": []}
     for c in configs:
@@ -104,6 +120,12 @@ def comparisons(records: list[dict], configs: list[dict]) -> dict:
                 i_ups, i_full = _totals(records, c["name"], "iteration_s"), _totals(records, t, "iteration_s")
                 last = max(r["iteration"] for r in records if r["config"] == c["name"])
                 diff = _paired_diff(records, c["name"], t)
+                sub = [r for r in records if r["config"] == c["name"] and r.get("full_pool") is False]
+                keys = {(r["seed"], r["iteration"]) for r in sub}
+                twin = [r for r in records if r["config"] == t and (r["seed"], r["iteration"]) in keys]
+                nseed = max(1, len({r["seed"] for r in sub}))
+                on_ups = [sum(r["scoring_s"] for r in sub) / nseed, sum(r["scoring_s"] for r in twin) / nseed,
+                          sum(r["n_scored"] for r in sub) / nseed, sum(r["n_scored"] for r in twin) / nseed]
                 fin = [_mean_std([r["metric"] for r in records if r["config"] == n and r["iteration"] == last])[0]
                        for n in (c["name"], t)]
                 out["ups"].append({
@@ -111,6 +133,8 @@ def comparisons(records: list[dict], configs: list[dict]) -> dict:
                     "scoring_saved": 1 - s_ups[0] / s_full[0] if s_full[0] > 0 else None,
                     "n_scored": [n_ups[0], n_full[0]], "iteration_s": [i_ups[0], i_full[0]],
                     "iteration_saved": 1 - i_ups[0] / i_full[0] if i_full[0] > 0 else None,
+                    "ups_iterations": {"scoring_s": on_ups[:2], "n_scored": on_ups[2:],
+                                       "saved": 1 - on_ups[0] / on_ups[1] if on_ups[1] > 0 else None},
                     "metric_diff_mean": diff[0], "metric_diff_std": diff[1], "final_metric": fin})
         if c["plasm"]:
             row = {"plasm": c["name"], "successor": c["successor"]}
@@ -123,7 +147,6 @@ def comparisons(records: list[dict], configs: list[dict]) -> dict:
                     d = _paired_diff(records, c["name"], match[0])
                     row[role] = {"config": match[0], "diff_mean": d[0], "diff_std": d[1], "pairs": d[2]}
             out["plasm"].append(row)
-    _ = by_name
     return out
 
 
@@ -167,34 +190,54 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
     if "learning_curves" in plots:
         lines += ["", f"![learning curves]({plots['learning_curves']})"]
     lines += ["", "## Time per iteration (seconds, mean over seeds)", "",
-              "AL iteration = acquisition training + pool scoring (+ UPS bookkeeping); `measure` is the extra "
-              "full-pool scoring of UPS runs for the Table 1 statistic, not counted.", "",
-              "| configuration | iteration | train | scoring | items scored / pool | AL iteration | measure | "
-              "successor train | test eval |", "|---|---|---|---|---|---|---|---|---|"]
-    for n in names:
+              "One row per AL run (configurations that acquire identically share it). AL iteration = acquisition "
+              "training + pool scoring + UPS bookkeeping; `measure` is the extra full-pool scoring of UPS runs for "
+              "the Table 1 statistic, not counted.", "",
+              "| AL run | iteration | train | scoring | items scored / pool | AL iteration | measure |",
+              "|---|---|---|---|---|---|---|"]
+    for g, n in acquisition_groups(records, names).items():
         for row in cv[n]:
             scored = (f"{row.get('n_scored', float('nan')):.0f} / {row.get('pool_size', float('nan')):.0f}"
                       if "n_scored" in row else "–")
-            lines.append(f"| {n} | {row['iteration']} | {_fmt(row.get('train_s'), None, 1)} | "
-                         f"{_fmt(row.get('scoring_s'), None, 2)} | {scored} | {_fmt(row.get('iteration_s'), None, 1)} | "
-                         f"{_fmt(row.get('measure_s'), None, 2)} | {_fmt(row.get('successor_train_s'), None, 1)} | "
-                         f"{_fmt(row.get('eval_s'), None, 1)} |")
+            lines.append(f"| {g} | {row['iteration']} | {_fmt(row.get('train_s'), None, 1)} | "
+                         f"{_fmt(row.get('scoring_s'), None, 2)} | {scored} | "
+                         f"{_fmt(row.get('iteration_s'), None, 1)} | "
+                         f"{_fmt(row.get('measure_s'), None, 2)} |")
+    succ = [n for n in names if any(r.get("successor_train_s", 0) > 0 for r in records if r["config"] == n)]
+    if succ:
+        lines += ["", "Successor training (for PLASM: the whole pipeline) / test evaluation seconds, by iteration:", "",
+                  "| configuration | " + " | ".join(str(it) for it in its) + " |", "|---|" + "---|" * len(its)]
+        for n in succ:
+            cells = []
+            for it in its:
+                row = next((r for r in cv[n] if r["iteration"] == it), None)
+                cells.append(f"{row['successor_train_s']:.0f} / {row['eval_s']:.1f}" if row else "–")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     if "time_per_iteration" in plots:
         lines += ["", f"![time per iteration]({plots['time_per_iteration']})"]
     comp = comparisons(records, configs)
     if comp["ups"]:
         lines += ["", "## UPS vs full-pool scoring", "",
-                  "| UPS run | full-pool twin | scoring s (UPS / full) | saved | items scored (UPS / full) | "
-                  "AL iteration s (UPS / full) | saved | Δ metric (UPS − full), mean ± std | final metric (UPS / full) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| UPS run | full-pool twin | on UPS iterations: scoring s (UPS / full) | saved | items scored | "
+                  "all iterations: scoring s | saved | items scored (UPS / full) | "
+                  "AL iteration s (UPS / full) | saved | Δ metric (UPS − full), mean ± std | "
+                  "final metric (UPS / full) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for u in comp["ups"]:
+            ui = u["ups_iterations"]
             lines.append(
-                f"| {u['ups']} | {u['full']} | {u['scoring_s'][0]:.1f} / {u['scoring_s'][1]:.1f} | "
+                f"| {u['ups']} | {u['full']} | {ui['scoring_s'][0]:.1f} / {ui['scoring_s'][1]:.1f} | "
+                f"{_pct(ui['saved'])} | {ui['n_scored'][0]:.0f} / {ui['n_scored'][1]:.0f} | "
+                f"{u['scoring_s'][0]:.1f} / {u['scoring_s'][1]:.1f} | "
                 f"{_pct(u['scoring_saved'])} | {u['n_scored'][0]:.0f} / {u['n_scored'][1]:.0f} | "
                 f"{u['iteration_s'][0]:.1f} / {u['iteration_s'][1]:.1f} | {_pct(u['iteration_saved'])} | "
                 f"{_fmt(u['metric_diff_mean'], u['metric_diff_std'])} | "
                 f"{_fmt(u['final_metric'][0])} / {_fmt(u['final_metric'][1])} |")
-        lines += ["", "Totals are summed over the scored iterations of a seed, then averaged over seeds."]
+        if "ups_curves" in plots:
+            lines += ["", f"![UPS vs full pool]({plots['ups_curves']})"]
+        lines += ["", "Seconds and items are summed over the iterations of a seed (UPS iterations only, or every "
+                  "scored iteration including the full-pool warm-up), then averaged over seeds. Δ metric pairs the "
+                  "two runs by seed and iteration."]
         recall_rows = [(n, row) for n in names for row in cv[n] if "ups_recall" in row]
         if recall_rows:
             lines += ["", "UPS recall (share of the standard query among the items UPS rescored) and query "
@@ -204,7 +247,8 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
                       f"{_fmt(row['query_vs_standard'], row.get('query_vs_standard_std'))} |" for n, row in recall_rows]
     if comp["plasm"]:
         lines += ["", "## PLASM vs baselines (paired by seed and iteration)", "",
-                  "| PLASM run | successor | vs mismatched (gold only): Δ mean ± std | vs same model: Δ mean ± std |",
+                  "| PLASM run | successor | vs mismatched (gold only): Δ mean ± std | "
+                  "vs same model: Δ mean ± std |",
                   "|---|---|---|---|"]
         for p in comp["plasm"]:
             cells = []
@@ -212,6 +256,8 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
                 d = p.get(role)
                 cells.append(f"{_fmt(d['diff_mean'], d['diff_std'])} (vs {d['config']})" if d else "–")
             lines.append(f"| {p['plasm']} | {p['successor']} | " + " | ".join(cells) + " |")
+        if "plasm_curves" in plots:
+            lines += ["", f"![PLASM vs baselines]({plots['plasm_curves']})"]
         q_rows = [(r["config"], r["iteration"], r["plasm"]) for r in records if r.get("plasm")]
         if q_rows:
             lines += ["", "PLASM internals (mean over seeds): teacher dev score q, pseudo-labels kept / made, "
@@ -223,15 +269,16 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
                 made = _mean_std([r["plasm"].get("pseudo") for r in rs])[0]
                 secs = _mean_std([r["successor_train_s"] for r in rs])[0]
                 lines.append(f"| {cfg} | {it} | {_fmt(q)} | {kept:.0f} / {made:.0f} | {secs:.0f} |")
-    ov_names = [n for n in names if overlap_table(records, n)]
+    ov_names = overlap_names(records, names)
     if ov_names:
         lines += ["", "## Table 1 analogue", "",
                   "Share of an iteration's standard query (top of a fresh full-pool scoring) that lies in the top-k% "
-                  "most uncertain items of the current pool by the previous iteration's scores (mean ± std over seeds)."]
-        for n in ov_names:
+                  "most uncertain items of the current pool by the previous iteration's scores "
+                  "(mean ± std over seeds)."]
+        for g, n in ov_names.items():
             table = overlap_table(records, n)
             cols = sorted(table)
-            lines += ["", f"**{n}**", "", "| top-k% / iteration | " + " | ".join(str(c) for c in cols) + " |",
+            lines += ["", f"**{g}**", "", "| top-k% / iteration | " + " | ".join(str(c) for c in cols) + " |",
                       "|---|" + "---|" * len(cols)]
             for k in TOP_K_PERCENTS:
                 lines.append(f"| {k}% | " + " | ".join(_fmt(*table[c][str(k)]) for c in cols) + " |")
@@ -242,84 +289,3 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
 
 def _pct(x: float | None) -> str:
     return "–" if x is None or math.isnan(x) else f"{100 * x:.0f}%"
-
-
-# ============================================================================================== plots
-def plot(result: dict, out_dir: Path, prefix: str = "") -> dict[str, str]:
-    """learning_curves.png, time_per_iteration.png and (when measured) overlap.png; returns name -> file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    records, configs, meta = result["records"], result["configs"], result["meta"]
-    names = config_order(records, configs)
-    cv = curves(records, names)
-    tagging = meta["dataset"]["kind"] == "tagging"
-    files: dict[str, str] = {}
-    title = meta["dataset"]["name"]
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=90)
-    for n in names:
-        x = np.array([r["n_labeled_words" if tagging else "n_labeled"] for r in cv[n]])
-        m = np.array([r["metric"] for r in cv[n]])
-        s = np.array([r["std"] for r in cv[n]])
-        line, = ax.plot(x, m, marker="o", ms=3, label=n)
-        ax.fill_between(x, m - s, m + s, alpha=0.15, color=line.get_color())
-    ax.set_xlabel("labeled words" if tagging else "labeled instances")
-    ax.set_ylabel("test strict span F1" if tagging else "test accuracy")
-    n_seeds = len({r["seed"] for r in records})
-    ax.set_title(f"{title}: successor quality (mean ± std over {n_seeds} seed{'s' * (n_seeds != 1)})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files["learning_curves"] = f"{prefix}learning_curves.png"
-    fig.savefig(out_dir / files["learning_curves"])
-    plt.close(fig)
-
-    # one line per distinct acquisition run (configs sharing it have identical timings)
-    groups: dict[str, str] = {}
-    for n in names:
-        g = next(r.get("group", n) for r in records if r["config"] == n)
-        groups.setdefault(g, n)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=90)
-    for g, n in groups.items():
-        rows = [r for r in cv[n] if "scoring_s" in r]
-        axes[0].plot([r["iteration"] for r in rows], [r["scoring_s"] for r in rows], marker="o", ms=3, label=g)
-        axes[1].plot([r["iteration"] for r in cv[n]], [r["train_s"] for r in cv[n]], marker="o", ms=3, label=g)
-    axes[0].set_title("pool scoring (s)")
-    axes[1].set_title("acquisition training (s)")
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("AL iteration")
-        ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{title}: time per AL iteration (mean over seeds)", fontsize=10)
-    fig.tight_layout()
-    files["time_per_iteration"] = f"{prefix}time_per_iteration.png"
-    fig.savefig(out_dir / files["time_per_iteration"])
-    plt.close(fig)
-
-    ov = [(n, overlap_table(records, n)) for n in names]
-    ov = [(n, t) for n, t in ov if t]
-    if ov:
-        fig, ax = plt.subplots(figsize=(6, 3.8), dpi=90)
-        for n, table in ov[:2]:
-            cols = sorted(table)
-            for k in TOP_K_PERCENTS:
-                ax.plot(cols, [table[c][str(k)][0] for c in cols], marker="o", ms=3,
-                        linestyle="-" if n == ov[0][0] else "--", label=f"{n} top-{k}%")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("current AL iteration")
-        ax.set_ylabel("share of standard query")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        ax.set_title(f"{title}: Table 1 analogue")
-        fig.tight_layout()
-        files["overlap"] = f"{prefix}overlap.png"
-        fig.savefig(out_dir / files["overlap"])
-        plt.close(fig)
-    return files

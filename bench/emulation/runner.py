@@ -17,7 +17,8 @@ from pathlib import Path
 from bench.emulation.config import ConfigSpec, Settings
 from bench.emulation.data import Dataset
 from bench.emulation.loop import budgets, run_group
-from bench.emulation.report import markdown, plot
+from bench.emulation.plots import plot
+from bench.emulation.report import markdown
 
 RESULTS = "results.json"
 REPORT = "report.md"
@@ -84,6 +85,9 @@ def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progr
         result["records"] = old.get("records", [])
         result["meta"]["done"] = old.get("meta", {}).get("done", [])
         result["meta"]["wall_s_before_resume"] = old.get("meta", {}).get("wall_s", 0.0)
+        result["meta"]["cpu_s_before_resume"] = old.get("meta", {}).get("cpu_s", 0.0)
+        result["meta"]["commands_before_resume"] = (old.get("meta", {}).get("commands_before_resume", [])
+                                                    + [old.get("meta", {}).get("command", "")])
     done = {tuple(d) for d in result["meta"]["done"]}
     todo = [(g, s) for s in st.seeds for g in groups if ("+".join(c.name for c in g), s) not in done]
     t0, c0 = time.perf_counter(), time.process_time()
@@ -116,13 +120,13 @@ def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progr
             result["records"] += records
             result["meta"]["done"].append([gname, seed])
             result["meta"]["wall_s"] = result["meta"].get("wall_s_before_resume", 0.0) + time.perf_counter() - t0
-            result["meta"]["cpu_s"] = time.process_time() - c0
+            result["meta"]["cpu_s"] = result["meta"].get("cpu_s_before_resume", 0.0) + time.process_time() - c0
             _write_json(path, result)
     finally:
         if bar is not None:
             bar.close()
     result["meta"]["wall_s"] = result["meta"].get("wall_s_before_resume", 0.0) + time.perf_counter() - t0
-    result["meta"]["cpu_s"] = time.process_time() - c0
+    result["meta"]["cpu_s"] = result["meta"].get("cpu_s_before_resume", 0.0) + time.process_time() - c0
     result["meta"]["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     _write_json(path, result)
     render(result, out_dir)
