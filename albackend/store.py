@@ -42,6 +42,11 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def json_default(o: object) -> object:
+    """``json.dumps`` fallback: numpy scalars and arrays become Python numbers and lists, anything else its str."""
+    return o.tolist() if hasattr(o, "tolist") else str(o)
+
+
 def project_key(project: object) -> str:
     """LS sends "<id>.<created_ts>" in /setup and the bare id elsewhere: the id alone names the project."""
     key = str(project).split(".")[0].strip()

@@ -55,7 +55,7 @@ import numpy as np
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
-from albackend.store import atomic_write_text
+from albackend.store import atomic_write_text, json_default
 from plasm.config import (SUCCESSOR_KEYWORDS, PlasmConfig, PlasmError, SuccessorChoice,  # noqa: F401 - re-exported
                           parse_successor, tracin_base, validate_config)
 from plasm.evaluation import HFView, evaluate_successor, example_targets, metric_score
@@ -220,23 +220,11 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
     tracker.finish()
     report["timings"] = {**tracker.timings, "total": round(time.perf_counter() - t_run, 3)}
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, default=_json_default))
+    atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, default=json_default))
     atomic_write_text(out_dir / COMPLETE_MARKER, report["finished_at"] + "\n")
     if progress is not None:
         progress("done", 1.0, {"stage_progress": 1.0, "timings": report["timings"]})
     return report
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def _jsonable(d: dict) -> dict:

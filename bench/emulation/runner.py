@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from albackend.store import atomic_write_text, json_default
 from bench.emulation.config import ConfigSpec, Settings
 from bench.emulation.data import Dataset
 from bench.emulation.loop import budgets, run_group
@@ -48,21 +49,8 @@ def _config_dicts(configs: list[ConfigSpec]) -> list[dict]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_default))
-    os.replace(tmp, path)
-
-
-def _default(o):
-    import numpy as np
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    """Rewritten after every (group, seed): a crash mid-write must not lose the records already there."""
+    atomic_write_text(path, json.dumps(data, indent=1, default=json_default))
 
 
 def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progress: bool = True,

@@ -59,17 +59,8 @@ def _write_conll(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP threads spinning on a shared, oversubscribed
-    CPU make each op wait for a time slice (100x slower); bench/emulate.py sets OMP_WAIT_POLICY=PASSIVE, which
-    only works before torch is imported, so the test simply uses one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models gain nothing from threads; on shared cores spinning OpenMP threads make each op 100x slower
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
