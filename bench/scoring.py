@@ -210,7 +210,6 @@ def main(argv: list[str] | None = None) -> dict:
         project_dir = settings.model_dir / "projects" / "bench"
         project_dir.mkdir(parents=True)
         pairs: list[dict] = []
-        runs: dict[str, list[dict]] = {"full": [], "ups": []}
         for rep in range(args.ups_repeats):
             pair: dict = {"full": None, "ups": []}
             # One full pass, then the UPS iteration --ups-inner times: the same model gives the same scores, so
@@ -231,10 +230,10 @@ def main(argv: list[str] | None = None) -> dict:
                     pair["full"] = st
                 else:
                     pair["ups"].append(st)
-                runs[kind].append(st)
                 print(f"  [{rep}] {kind:4s}: {st['scored']:,} tasks, {st['tokens_scored']:,} tokens, "
                       f"score {st['seconds']['score']:.2f} s, whole call {st['wall_s']:.2f} s")
             pairs.append(pair)
+        runs = {"full": [p["full"] for p in pairs], "ups": [u for p in pairs for u in p["ups"]]}
 
         def med(kind: str, key) -> float:
             return bc.median([key(st) for st in runs[kind]])

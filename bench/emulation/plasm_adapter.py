@@ -56,8 +56,7 @@ class PlasmLearner(Learner):
         from plasm.successors import load_successor
 
         pool = self.ds.pool
-        taken = set() if labeled is None else {int(i) for i in labeled}
-        unlabeled = np.array([i for i in range(len(pool)) if i not in taken], dtype=np.int64)
+        unlabeled = np.setdiff1d(np.arange(len(pool), dtype=np.int64), [] if labeled is None else labeled)
         if 0 < self.cfg.plasm_pool < unlabeled.size:
             unlabeled = np.sort(np.random.default_rng(seed).choice(unlabeled, self.cfg.plasm_pool, replace=False))
         pool_texts = [pool.examples[i].text for i in unlabeled]
