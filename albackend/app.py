@@ -19,12 +19,11 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from albackend.labelconfig import ConfigError, parse_label_config
+from albackend.retrain import TRAIN_ACTIONS, on_train_action
 from albackend.settings import Settings
 from albackend.store import ModelStore, project_key
 
 log = logging.getLogger(__name__)
-TRAIN_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_CREATED",
-                 "ANNOTATIONS_DELETED", "START_TRAINING"}
 
 
 class BadRequest(Exception):
@@ -187,6 +186,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         if action not in TRAIN_ACTIONS:
             return jsonify({"status": "ignored", "action": action}), 200
         project = _project_from(data)
+        decision = on_train_action(store, settings, project, data)
+        if not decision.queue:
+            return jsonify({"status": "recorded", "waiting": decision.waiting,
+                            "retrain_after": decision.threshold}), 200
         job_id, queued = job_queue().submit(project, action)
         return jsonify({"status": "queued" if queued else "already queued", "job_id": job_id}), 201
 
@@ -234,6 +237,10 @@ def project_status(store: ModelStore, project: str, queue, jobs_limit: int = 10)
         last_training = {"model_version": s.get("model_version"), "iteration": s.get("iteration"),
                          **(s.get("rescore") or {}), "predictions_pushed": s.get("predictions_pushed", 0),
                          "train_seconds": (s.get("seconds") or {}).get("train"), "gold": s.get("gold"),
-                         "job_seconds": s.get("seconds")}
+                         "job_seconds": s.get("seconds"), "sync": s.get("sync"),
+                         "current_after_s": s.get("current_after_s"), "pruned_versions": s.get("pruned_versions"),
+                         "bytes_fetched": s.get("bytes_fetched")}
+    running = next((j for j in jobs if j.get("state") == "running"), None)
     return {"project": project, "model_version": current.get("model_version"),
-            "iteration": current.get("iteration"), "jobs": jobs, "last_training": last_training}
+            "iteration": current.get("iteration"), "jobs": jobs, "last_training": last_training,
+            "progress": running.get("progress") if running else None}

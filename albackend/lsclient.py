@@ -1,11 +1,23 @@
 """Label Studio REST client: the few calls the backend makes back to LS.
 
 Errors become `LabelStudioError` with a message safe to log (the token never appears in it).
+
+Both token kinds of LS 1.23 work: a legacy token (``Authorization: Token <key>``) and a personal access token
+(a JWT refresh token, exchanged at ``POST /api/token/refresh/`` for a short-lived access token sent as
+``Authorization: Bearer``, refreshed on a 401). Every response body read is counted in ``bytes_received`` so a
+job can report how much it fetched.
+
+We keep this small client instead of label-studio-sdk: the backend needs seven calls, the SDK would add a
+large dependency tree (pydantic models for the whole API) to the web and worker processes, and its task
+listing does not expose the Data Manager ``query`` filters the incremental sync relies on.
 """
 from __future__ import annotations
 
+import json
 import logging
-from typing import Iterator
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator
 
 import requests
 
@@ -28,20 +40,51 @@ class LabelStudioClient:
             url = "http://" + url
         self.url = url.rstrip("/")
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Token {api_key}"
+        self._api_key = api_key
+        self._pat = is_personal_access_token(api_key)
+        self._auth_lock = threading.Lock()
+        if not self._pat:
+            self.session.headers["Authorization"] = f"Token {api_key}"
         self.timeout = timeout
+        self.bytes_received = 0
 
     def __repr__(self) -> str:
         return f"LabelStudioClient({self.url!r})"
 
-    def _call(self, method: str, path: str, **kwargs) -> object:
+    def _refresh_access_token(self) -> None:
+        """Exchange the personal access token for a fresh access token (LS gives ~5 minutes)."""
+        with self._auth_lock:
+            resp = self._send("POST", "/api/token/refresh/", json={"refresh": self._api_key})
+            access = None
+            if resp.status_code == 200:
+                try:
+                    access = resp.json().get("access")
+                except ValueError:
+                    access = None
+            if not access:
+                raise LabelStudioError(f"Label Studio refused the personal access token ({resp.status_code} on "
+                                       "/api/token/refresh/)", resp.status_code)
+            self.session.headers["Authorization"] = f"Bearer {access}"
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
             resp = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise LabelStudioError(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
+        self.bytes_received += len(resp.content or b"")
+        return resp
+
+    def _call(self, method: str, path: str, **kwargs) -> object:
+        if self._pat and "Authorization" not in self.session.headers:
+            self._refresh_access_token()
+        resp = self._send(method, path, **kwargs)
+        if resp.status_code == 401 and self._pat:  # the access token expired: refresh once and retry
+            self._refresh_access_token()
+            resp = self._send(method, path, **kwargs)
         if resp.status_code in (401, 403):
-            raise LabelStudioError(f"Label Studio refused the API key ({resp.status_code} on {path}); "
-                                   "LS 1.23 needs a legacy token and --enable-legacy-api-token", resp.status_code)
+            raise LabelStudioError(f"Label Studio refused the API key ({resp.status_code} on {path}); use a "
+                                   "personal access token, or a legacy token with --enable-legacy-api-token",
+                                   resp.status_code)
         if resp.status_code == 404:
             raise LabelStudioError(f"not found in Label Studio: {method} {path}", 404)
         if resp.status_code >= 400:
@@ -60,13 +103,17 @@ class LabelStudioClient:
     def patch_project(self, project: int | str, data: dict) -> dict:
         return self._call("PATCH", f"/api/projects/{project}", json=data)  # type: ignore[return-value]
 
-    def iter_tasks(self, project: int | str, page_size: int = 500) -> Iterator[dict]:
-        """All tasks of a project with their annotations, page by page."""
+    def iter_tasks(self, project: int | str, *, fields: str = "all", query: dict | None = None,
+                   page_size: int = 500) -> Iterator[dict]:
+        """Tasks of a project page by page; ``fields="task_only"`` leaves out annotations and predictions,
+        ``query`` is a Data Manager query (filters / selectedItems / ordering)."""
+        params: dict = {"project": project, "page_size": page_size, "fields": fields}
+        if query is not None:
+            params["query"] = json.dumps(query)
         page = 1
         while True:
             try:
-                data = self._call("GET", "/api/tasks", params={
-                    "project": project, "page": page, "page_size": page_size, "fields": "all"})
+                data = self._call("GET", "/api/tasks", params={**params, "page": page})
             except LabelStudioError as exc:
                 if exc.status == 404 and page > 1:  # LS answers 404 past the last page
                     return
@@ -78,11 +125,51 @@ class LabelStudioClient:
                 return
             page += 1
 
-    def import_predictions(self, project: int | str, predictions: list[dict], chunk: int = 1000) -> int:
-        """Bulk-create predictions ({task, result, score, model_version}); returns how many were sent."""
-        sent = 0
-        for i in range(0, len(predictions), chunk):
-            part = predictions[i:i + chunk]
+    def tasks_after(self, project: int | str, max_id: int, page_size: int = 1000) -> Iterator[dict]:
+        """Tasks with an id above ``max_id`` (LS ids only grow: these are the tasks imported since), no
+        annotations or predictions."""
+        query = {"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": int(max_id)}]},
+            "ordering": ["tasks:id"]}
+        return self.iter_tasks(project, fields="task_only", query=query, page_size=page_size)
+
+    def tasks_by_ids(self, project: int | str, task_ids: Iterable[int], chunk: int = 200) -> Iterator[dict]:
+        """The given tasks with their annotations (and predictions: LS has no way to leave them out)."""
+        ids = sorted({int(t) for t in task_ids})
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            query = {"selectedItems": {"all": False, "included": part}}
+            yield from self.iter_tasks(project, fields="all", query=query, page_size=len(part))
+
+    def import_predictions(self, project: int | str, predictions: list[dict], chunk: int = 500,
+                           concurrency: int = 1) -> int:
+        """Bulk-create predictions ({task, result, score, model_version}); returns how many were sent.
+
+        ``concurrency`` > 1 sends chunks in parallel (LS's sqlite serialises writes, Postgres does not)."""
+        parts = [predictions[i:i + chunk] for i in range(0, len(predictions), chunk)]
+
+        def send(part: list[dict]) -> int:
             self._call("POST", f"/api/projects/{project}/import/predictions", json=part)
-            sent += len(part)
-        return sent
+            return len(part)
+
+        if concurrency <= 1 or len(parts) <= 1:
+            return sum(send(p) for p in parts)
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return sum(pool.map(send, parts))
+
+    def model_versions(self, project: int | str) -> dict[str, int]:
+        """Model versions of the project's stored predictions, with their prediction counts."""
+        data = self._call("GET", f"/api/projects/{project}/model-versions/")
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): int(v) for k, v in data.items() if isinstance(v, (int, float))}
+
+    def delete_model_version(self, project: int | str, model_version: str) -> int:
+        """Delete every prediction of one model version in the project; returns how many LS deleted."""
+        data = self._call("DELETE", f"/api/projects/{project}/model-versions/", json={"model_version": model_version})
+        return int(data) if isinstance(data, (int, float)) else 0
+
+
+def is_personal_access_token(key: str) -> bool:
+    """LS 1.23 personal access tokens are JWTs (three base64url parts, header starting with ``eyJ``)."""
+    return key.startswith("eyJ") and key.count(".") == 2

@@ -1,11 +1,14 @@
 """After a retrain: rescore the unlabeled pool (UPS subsample on non-full iterations), remember the scores,
-and hand Label Studio the new predictions so its uncertainty queue serves the most uncertain task next.
+and hand Label Studio the new predictions chunk by chunk, most uncertain first, so its uncertainty queue serves
+a task ranked by the new model within seconds of the first chunk.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -16,6 +19,7 @@ from albackend.predstore import PredictionStore
 from albackend.settings import Settings
 from albackend.strategies import MahalanobisFit
 from ups.cache import ScoreCache
+from ups.round import UPSConfig, plan_round, run_round
 from ups.sampler import FullPoolSchedule
 
 log = logging.getLogger(__name__)
@@ -46,52 +50,67 @@ def unlabeled_pool(tasks: list[dict], model: AcquisitionModel, max_chars: int) -
     return Pool(np.asarray(ids, dtype=np.int64), texts, skipped)
 
 
-def schedule_from(settings: Settings) -> FullPoolSchedule:
-    return FullPoolSchedule.parse(settings.ups_full_iterations, every=settings.ups_full_every,
-                                  enabled=settings.ups_enabled)
+def ups_config(settings: Settings) -> UPSConfig:
+    schedule = FullPoolSchedule.parse(settings.ups_full_iterations, every=settings.ups_full_every,
+                                      enabled=settings.ups_enabled)
+    return UPSConfig(settings.ups_gamma, settings.ups_t, schedule)
 
 
-def score_texts(model: AcquisitionModel, texts: list[str], strategy: str, version: str, settings: Settings,
+def score_texts(model: AcquisitionModel, texts: list[str], strategy: str, version: str, batch_size: int,
                 fit: MahalanobisFit | None, seed: int) -> tuple[np.ndarray, list[dict], dict]:
     """Uncertainty and LS predictions for texts, plus throughput figures."""
-    preds = model.predict(texts, batch_size=settings.infer_batch_size, embeddings=strategy == "mahalanobis")
+    preds = model.predict(texts, batch_size=batch_size, embeddings=strategy == "mahalanobis")
     unc = uncertainty(preds, model.spec, strategy, seed=seed, fit=fit)
     results = ls_predictions(model, texts, preds, unc, strategy, version)
     return unc, results, {"tokens": preds.n_tokens, "inference_s": preds.seconds}
 
 
-def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir, version: str, iteration: int,
-                 strategy: str, settings: Settings, fit: MahalanobisFit | None = None) -> tuple[list[dict], dict]:
-    """Score the UPS subsample (or the full pool) and update the score cache and prediction store.
+Publish = Callable[[list[dict], int, int], None]
 
-    Returns LS prediction payloads ({task, result, score, model_version}) and the job's stats.
+
+def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, version: str, iteration: int,
+                 strategy: str, settings: Settings, fit: MahalanobisFit | None = None,
+                 publish: Publish | None = None) -> tuple[list[dict], dict]:
+    """One AL round (`ups.round`) with this model as the scorer, most important tasks first.
+
+    After each chunk the score cache and prediction store are saved and ``publish(payloads, done, total)`` is
+    called, so Label Studio can serve the most uncertain tasks of the new model long before the whole selection
+    is scored. Returns every LS prediction payload ({task, result, score, model_version}) and the job's stats.
     """
     t0 = time.perf_counter()
     cache_path = project_dir / "scores.npz"
     cache = ScoreCache.load(cache_path)
-    added, removed = cache.sync_pool(pool.task_ids)
-    full = schedule_from(settings).is_full(iteration)
-    rng = np.random.default_rng(settings.seed + 7919 * iteration)
-    selected = cache.select(settings.ups_gamma, settings.ups_t, rng, full)
+    plan = plan_round(cache, pool.task_ids, iteration, ups_config(settings), settings.seed)
     pos = {int(t): i for i, t in enumerate(pool.task_ids)}
-    texts = [pool.texts[pos[int(t)]] for t in selected]
+    store = PredictionStore(project_dir / "predictions.sqlite")
+    payloads: list[dict] = []
+    tokens = 0
+
+    def score(ids: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        nonlocal tokens
+        texts = [pool.texts[pos[int(t)]] for t in ids]
+        unc, results, figures = score_texts(model, texts, strategy, version, settings.infer_batch_size, fit,
+                                            settings.seed + iteration)
+        tokens += figures["tokens"]
+        return unc, results
+
+    def on_chunk(ids: np.ndarray, unc: np.ndarray, results: list[dict]) -> None:
+        cache.save(cache_path)
+        store.put((int(t), version, r["score"], r["result"]) for t, r in zip(ids, results))
+        chunk = [{"task": int(t), **r} for t, r in zip(ids, results)]
+        payloads.extend(chunk)
+        if publish is not None:
+            publish(chunk, len(payloads), len(plan.order))
+
     t1 = time.perf_counter()
-    unc, results, figures = score_texts(model, texts, strategy, version, settings, fit, settings.seed + iteration)
-    t2 = time.perf_counter()
-    cache.update(selected, unc.astype(np.float32), iteration, version)
+    figures = run_round(cache, plan, score, version, first_chunk=settings.publish_first_chunk,
+                        chunk_size=settings.publish_chunk, on_chunk=on_chunk)
     cache.save(cache_path)
-    PredictionStore(project_dir / "predictions.sqlite").put(
-        (int(t), version, r["score"], r["result"]) for t, r in zip(selected, results))
-    payloads = [{"task": int(t), **r} for t, r in zip(selected, results)]
-    stats = {
-        "full_pool": bool(full), "pool_size": int(len(pool.task_ids)), "scored": int(len(selected)),
-        "skipped_by_ups": int(len(pool.task_ids) - len(selected)), "pool_tasks_without_text": pool.skipped,
-        "pool_added": added, "pool_removed": removed, "tokens_scored": figures["tokens"],
-        "seconds": {"select": round(t1 - t0, 4), "score": round(t2 - t1, 4),
-                    "cache_update": round(time.perf_counter() - t2, 4)},
-    }
+    stats = {**{k: v for k, v in figures.items() if not k.endswith("_s")},
+             "pool_tasks_without_text": pool.skipped, "tokens_scored": tokens,
+             "seconds": {"select": round(t1 - t0, 4), "score": figures["score_s"], "round": figures["round_s"]}}
     if stats["scored"]:
-        stats["tasks_per_s"] = round(stats["scored"] / max(t2 - t1, 1e-9), 2)
+        stats["tasks_per_s"] = round(stats["scored"] / max(figures["score_s"], 1e-9), 2)
     log.info("rescored %d of %d pool tasks (%s, %.1fs, %d skipped by UPS)", stats["scored"], stats["pool_size"],
-             "full pool" if full else "UPS subsample", t2 - t1, stats["skipped_by_ups"])
+             "full pool" if plan.full else "UPS subsample", figures["round_s"], stats["skipped_by_ups"])
     return payloads, stats

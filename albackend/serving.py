@@ -73,7 +73,7 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
     if len(tasks) >= settings.predict_ups_min_tasks and settings.ups_enabled:
         to_score = _serve_from_store(settings, store, project, tasks, texts, results, version, stats)
     if to_score:
-        unc, fresh, _ = score_texts(model, [texts[i] for i in to_score], strategy, version, settings, fit,
+        unc, fresh, _ = score_texts(model, [texts[i] for i in to_score], strategy, version, settings.infer_batch_size, fit,
                                     settings.seed)
         for i, r in zip(to_score, fresh):
             results[i] = r

@@ -33,6 +33,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "UPS_FULL_EVERY": ("0", "Also score the full pool every k iterations (0 = never)."),
     "PREDICT_UPS_MIN_TASKS": ("200", "A /predict batch at least this large is served from the score cache where it is current (see README)."),
     "PUSH_PREDICTIONS": ("true", "After each retrain, write the rescored predictions to Label Studio and PATCH model_version."),
+    "PUBLISH_FIRST_CHUNK": ("256", "Tasks scored, pushed and made current (PATCH model_version) first after a retrain: the previous most uncertain ones."),
+    "PUBLISH_CHUNK": ("2000", "Size of each later chunk of the rescoring, pushed to Label Studio as it completes."),
+    "PUSH_BATCH": ("500", "Predictions per POST to Label Studio's import/predictions."),
+    "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
+    "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
+    "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
     "BASIC_AUTH_USER": ("", "If set with BASIC_AUTH_PASS, every endpoint requires HTTP basic auth."),
     "BASIC_AUTH_PASS": ("", "Password for BASIC_AUTH_USER."),
     "SEED": ("42", "Seed for training, subsampling and splits."),
@@ -75,6 +81,12 @@ class Settings:
     ups_full_every: int
     predict_ups_min_tasks: int
     push_predictions: bool
+    publish_first_chunk: int
+    publish_chunk: int
+    push_batch: int
+    keep_prediction_versions: int
+    retrain_every: int
+    set_sampling: bool
     basic_auth_user: str
     basic_auth_pass: str = field(repr=False)
     seed: int
@@ -114,6 +126,12 @@ class Settings:
             ups_full_every=int(num("UPS_FULL_EVERY", int)),
             predict_ups_min_tasks=int(num("PREDICT_UPS_MIN_TASKS", int)),
             push_predictions=_bool(_get("PUSH_PREDICTIONS")),
+            publish_first_chunk=max(1, int(num("PUBLISH_FIRST_CHUNK", int))),
+            publish_chunk=max(1, int(num("PUBLISH_CHUNK", int))),
+            push_batch=max(1, int(num("PUSH_BATCH", int))),
+            keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
+            retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
+            set_sampling=_bool(_get("SET_SAMPLING")),
             basic_auth_user=_get("BASIC_AUTH_USER"),
             basic_auth_pass=_get("BASIC_AUTH_PASS"),
             seed=int(num("SEED", int)),

@@ -1,5 +1,6 @@
-"""The training job: fetch gold labels from Label Studio, fine-tune the acquisition model, publish a new
-model version atomically, rescore the pool (UPS), push predictions and PATCH the project's model_version.
+"""The training job: sync the task mirror with Label Studio (only what changed), fine-tune the acquisition model,
+publish a new model version atomically, then rescore the pool (UPS) most-uncertain-first, pushing predictions
+chunk by chunk and PATCHing the project's model_version after the first chunk.
 
 Runs in an RQ worker or the in-process worker. Any failure is recorded with its reason and leaves the
 published model untouched: the new version becomes visible only after a complete save.
@@ -11,6 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -21,11 +23,14 @@ from albackend.lsclient import LabelStudioClient, LabelStudioError
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig
-from albackend.predictions import resolve_strategy, save_mahalanobis
+from albackend.predictions import load_mahalanobis, resolve_strategy, save_mahalanobis
+from albackend.publish import Publisher, prune_versions
 from albackend.rescoring import rescore_pool, unlabeled_pool
 from albackend.settings import Settings
 from albackend.store import ModelStore, atomic_write_text
 from albackend.strategies import fit_mahalanobis
+from albackend.tasksync import sync_project
+from albackend.taskstore import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,54 @@ def train_and_publish(settings: Settings, store: ModelStore, project: str, spec:
     return model, info
 
 
+def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClient, project: str,
+                  project_info: dict, model: AcquisitionModel, tasks: list[dict], info: dict,
+                  progress: Callable[[dict], None]) -> dict:
+    """Rescore the pool most-uncertain-first, pushing each chunk and making the version current after the first,
+    then delete superseded versions from Label Studio."""
+    version = info["model_version"]
+    pool = unlabeled_pool(tasks, model, settings.max_text_chars)
+    publisher = Publisher(client, project, version, settings, project_info, progress)
+    _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
+                              iteration=info["iteration"], strategy=info["strategy"], settings=settings,
+                              fit=load_mahalanobis(Path(info["path"])), publish=publisher)
+    if publisher.current_after_s is None:  # an empty pool: still make the new model the project's version
+        try:
+            publisher.make_current()
+        except LabelStudioError as exc:  # LS accepts a version only once it has a prediction
+            log.info("project %s: model_version not switched (no predictions of %s): %s", project, version, exc)
+    t = time.perf_counter()
+    deleted = prune_versions(client, project, version, settings.keep_prediction_versions)
+    return {"rescore": rescore, **publisher.figures(), "pruned_versions": deleted,
+            "prune_s": round(time.perf_counter() - t, 3)}
+
+
+def run_iteration(settings: Settings, store: ModelStore, project: str, stats: dict,
+                  progress: Callable[[dict], None]) -> None:
+    """Sync the task mirror, train, publish, and (with PUSH_PREDICTIONS) the progressive round."""
+    t0 = time.perf_counter()
+    client = ls_client(settings, store, project)
+    project_info, sync = sync_project(client, TaskStore(store.project_dir(project)), project)
+    stats["sync"] = sync.as_dict()
+    spec = parse_label_config(project_info.get("label_config", ""))
+    tasks = list(TaskStore(store.project_dir(project)).iter_tasks())
+    stats["seconds"]["sync"] = round(time.perf_counter() - t0, 3)
+    stats["tasks"] = len(tasks)
+    progress({"phase": "training"})
+    model, info = train_and_publish(settings, store, project, spec, tasks, stats)
+    stats.update(model_version=info["model_version"], iteration=info["iteration"])
+    if settings.push_predictions:
+        progress({"phase": "publishing"})
+        t1 = time.perf_counter()
+        figures = publish_round(settings, store, client, project, project_info, model, tasks, info, progress)
+        stats.update(figures)
+        stats["seconds"].update(rescore=figures["rescore"]["seconds"]["score"], push=figures["push_s"],
+                                publish=round(time.perf_counter() - t1, 3))
+        if figures["current_after_s"] is not None:
+            stats["seconds"]["first_publish"] = round(t1 - t0 + figures["current_after_s"], 3)
+    stats["bytes_fetched"] = client.bytes_received
+
+
 def training_job(project: str, job_id: str, settings: Settings | None = None) -> dict:
     """Entry point for RQ (settings from the environment) and the in-process worker (the app's settings)."""
     settings = settings or Settings.from_env()
@@ -105,30 +158,14 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
     store.write_job(project, record)
     jobs.clear_pending(settings, project, job_id)
     stats: dict = {"seconds": {}}
+
+    def progress(figures: dict) -> None:
+        record["progress"] = {**(record.get("progress") or {}), **figures}
+        store.write_job(project, record)
+
     try:
         with jobs.project_lock(settings, store, project):
-            client = ls_client(settings, store, project)
-            t0 = time.perf_counter()
-            spec = parse_label_config(client.get_project(project).get("label_config", ""))
-            tasks = list(client.iter_tasks(project))
-            stats["seconds"]["fetch"] = round(time.perf_counter() - t0, 3)
-            stats["tasks"] = len(tasks)
-            model, info = train_and_publish(settings, store, project, spec, tasks, stats)
-            stats.update(model_version=info["model_version"], iteration=info["iteration"])
-            if settings.push_predictions:
-                from albackend.predictions import load_mahalanobis
-
-                t1 = time.perf_counter()
-                pool = unlabeled_pool(tasks, model, settings.max_text_chars)
-                payloads, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project),
-                                                 version=info["model_version"], iteration=info["iteration"],
-                                                 strategy=info["strategy"], settings=settings,
-                                                 fit=load_mahalanobis(Path(info["path"])))
-                stats["rescore"] = rescore
-                t2 = time.perf_counter()
-                stats["predictions_pushed"] = client.import_predictions(project, payloads)
-                client.patch_project(project, {"model_version": info["model_version"]})
-                stats["seconds"].update(rescore=round(t2 - t1, 3), push=round(time.perf_counter() - t2, 3))
+            run_iteration(settings, store, project, stats, progress)
         record.update(state="finished", stats=stats)
     except (TrainingSkipped, ConfigError, LabelStudioError, ModelNotFound, ValueError) as exc:
         log.warning("project %s: training job %s did not publish a model: %s", project, job_id, exc)

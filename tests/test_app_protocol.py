@@ -20,6 +20,7 @@ from albackend.labelconfig import parse_label_config
 from albackend.models.acquisition import AcquisitionModel
 from albackend.settings import Settings
 from albackend.store import ModelStore
+from albackend.taskstore import TaskStore
 from albackend.training import train_and_publish
 from tests.support.services import free_port
 
@@ -306,17 +307,33 @@ def test_webhook_queues_training_jobs(client, settings):
     # the in-process job runs with the app's settings (its store) and fails clearly: LS is unreachable
     assert _wait(lambda: (store.read_job("21", job_a) or {}).get("state") == "failed")
     assert "unreachable" in store.read_job("21", job_a)["reason"]
-    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 21},
+    # the project's own min_annotations_to_start_training (1) overrides RETRAIN_EVERY
+    r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 21,
+                                      "min_annotations_to_start_training": 1},
                                       "task": {"id": 5, "project": 21}, "annotation": {"id": 1, "result": []}})
     assert r.status_code == 201 and r.get_json()["job_id"] != job_a
     r = client.post("/train", json={"project": 21})
     assert r.status_code == 201 and r.get_json()["job_id"]
 
 
+def test_annotation_events_queue_a_retrain_every_n(settings):
+    """RETRAIN_EVERY annotation events queue one retrain; the ones before are journalled, not queued."""
+    app = create_app(dataclasses.replace(settings, retrain_every=3))
+    store = ModelStore(settings.model_dir)
+    answers = []
+    for i in range(3):
+        r = app.test_client().post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 41},
+                                                     "task": {"id": 100 + i}, "annotation": {"id": i}})
+        answers.append((r.status_code, r.get_json()["status"]))
+    assert answers == [(200, "recorded"), (200, "recorded"), (201, "queued")]
+    assert [t for t, _ in TaskStore(store.project_dir("41")).dirty()] == [100, 101, 102]
+
+
 def test_webhook_burst_queues_at_most_one_job(settings):
     app = create_app(settings)
     store = ModelStore(settings.model_dir)
-    payload = {"action": "ANNOTATION_CREATED", "project": {"id": 31}, "task": {"id": 1, "project": 31},
+    payload = {"action": "ANNOTATION_CREATED", "project": {"id": 31, "min_annotations_to_start_training": 1},
+               "task": {"id": 1, "project": 31},
                "annotation": {"id": 1, "result": []}}
     with jobs.project_lock(settings, store, "31"):  # a job of this project is busy: the next ones must wait
         r = app.test_client().post("/webhook", json={**payload, "action": "START_TRAINING"})

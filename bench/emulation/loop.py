@@ -4,9 +4,9 @@ Per iteration ``it`` (0 = the random seed set):
 
 1. train the acquisition model from scratch on the labeled set (timed: ``train_s``);
 2. train every successor of the group from scratch on the same labeled set and evaluate it on the test set;
-3. unless it is the last iteration, score the pool and query: exactly the product's rescoring path
-   (:class:`ups.cache.ScoreCache` sync → select (UPS subsample, or everything on a full-pool iteration of
-   :class:`ups.sampler.FullPoolSchedule`) → :func:`albackend.predictions.uncertainty` → update), then
+3. unless it is the last iteration, score the pool and query: the product's round (:mod:`ups.round`: score
+   cache sync → UPS subsample, or everything on a full-pool iteration → the injected scorer
+   (:func:`albackend.predictions.uncertainty` of this learner) → cache update), then
    :func:`albackend.strategies.select_top_k` (classification, instances) or
    :func:`~albackend.strategies.select_by_token_budget` (tagging, words) on the cached scores, stale ones
    included (timed: ``scoring_s``, ``n_scored``);
@@ -30,6 +30,7 @@ from bench.emulation.data import Dataset, Split
 from bench.emulation.learners import Learner, make_learner
 from bench.emulation.metrics import evaluate_targets, share_in, topk_overlap
 from ups.cache import ScoreCache
+from ups.round import UPSConfig, plan_round, run_round
 from ups.sampler import FullPoolSchedule
 
 
@@ -68,7 +69,8 @@ class Scorer:
         self.ds, self.seed = ds, seed
         self.strategy = resolve_strategy(ds.spec, lead.strategy)
         self.lead = lead
-        self.schedule = FullPoolSchedule.parse(lead.full_iterations, every=lead.full_every, enabled=lead.ups)
+        schedule = FullPoolSchedule.parse(lead.full_iterations, every=lead.full_every, enabled=lead.ups)
+        self.ups = UPSConfig(lead.gamma, lead.temperature, schedule)
         self.cache = ScoreCache.empty()
 
     def _score(self, acq: Learner, idx: np.ndarray, labeled: np.ndarray, it: int) -> np.ndarray:
@@ -85,33 +87,35 @@ class Scorer:
 
     def query(self, acq: Learner, labeled: np.ndarray, budget: int, it: int,
               measure: bool) -> tuple[np.ndarray, dict, np.ndarray | None]:
-        """(query pool positions, record fields, fresh full-pool uncertainty by pool position or None)."""
+        """(query pool positions, record fields, fresh full-pool uncertainty by pool position or None).
+
+        The round is the product's (`ups.round`: the backend's `albackend.rescoring.rescore_pool` runs the same
+        plan and chunked scoring), with this learner's inference injected; pool positions play task ids."""
         n = len(self.ds.pool)
         unlabeled = np.setdiff1d(np.arange(n), labeled)
-        full = self.schedule.is_full(it)
         t0 = time.perf_counter()
-        self.cache.sync_pool(unlabeled)
-        rng = np.random.default_rng(self.seed + 7919 * it)  # as albackend.rescoring does per iteration
-        selected = self.cache.select(self.lead.gamma, self.lead.temperature, rng, full)
+        plan = plan_round(self.cache, unlabeled, it, self.ups, self.seed)
         t1 = time.perf_counter()
-        unc = self._score(acq, selected, labeled, it)
+        fig = run_round(self.cache, plan, lambda ids: (self._score(acq, ids, labeled, it), None), f"it{it}",
+                        first_chunk=len(plan.order), chunk_size=len(plan.order))
         t2 = time.perf_counter()
-        self.cache.update(selected, unc.astype(np.float32), it, f"it{it}")
+        selected = np.sort(plan.order)
         cached, _ = self.cache.lookup(unlabeled)
         query = unlabeled[self.select(cached.astype(np.float64), unlabeled, budget)]
         t3 = time.perf_counter()
-        rec = {"full_pool": bool(full), "pool_size": int(unlabeled.size), "n_scored": int(selected.size),
-               "scoring_s": t2 - t1, "select_s": (t1 - t0) + (t3 - t2), "measure_s": 0.0}
+        rec = {"full_pool": plan.full, "pool_size": int(unlabeled.size), "n_scored": int(selected.size),
+               "scoring_s": fig["score_s"], "select_s": (t1 - t0) + (t3 - t2) + (t2 - t1 - fig["score_s"]),
+               "measure_s": 0.0}
         fresh = None
-        if full:
+        if plan.full:
             fresh = np.full(n, np.nan)
-            fresh[selected] = unc
+            fresh[selected], _ = self.cache.lookup(selected)
         elif measure and self.strategy != "random":
             t4 = time.perf_counter()
             fresh = np.full(n, np.nan)
             fresh[unlabeled] = self._score(acq, unlabeled, labeled, it)
             rec["measure_s"] = time.perf_counter() - t4
-        if fresh is not None and not full:
+        if fresh is not None and not plan.full:
             standard = unlabeled[self.select(fresh[unlabeled], unlabeled, budget)]
             rec["ups_recall"] = share_in(standard, selected)
             rec["query_vs_standard"] = share_in(query, standard)

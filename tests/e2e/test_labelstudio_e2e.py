@@ -54,6 +54,11 @@ def backend(redis_server, label_studio, shared_data, tmp_path_factory):
         "UPS_GAMMA": "0.1",
         "UPS_T": "0.01",
         "UPS_FULL_ITERATIONS": "0",
+        "PUBLISH_FIRST_CHUNK": "5",  # several chunks even on a small pool: progressive publish is exercised
+        "PUBLISH_CHUNK": "10",
+        "PUSH_BATCH": "4",
+        "KEEP_PREDICTION_VERSIONS": "0",
+        "RETRAIN_EVERY": "10",
         "SEED": "0",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -210,6 +215,12 @@ def test_two_active_learning_iterations(kind, backend, label_studio, ls_client):
                                           f"{sorted(set(unlabeled) - set(pushed))}"
     assert all(len(pushed[t]) == 1 for t in unlabeled), {t: len(pushed[t]) for t in unlabeled}
     assert lt["predictions_pushed"] == len(unlabeled), lt
+    # progressive publish: the version became current after the first chunk, before the whole pool was pushed
+    assert 0 < lt["current_after_s"] <= lt["job_seconds"]["publish"], lt
+    # the first sync reads the whole project, without predictions
+    assert lt["sync"]["mode"] == "full" and lt["sync"]["reason"] == "first sync", lt["sync"]
+    assert lt["sync"]["tasks"] == N_TASKS and lt["sync"]["annotations"] == N_SEED, lt["sync"]
+    first_fetch = lt["sync"]["bytes_fetched"]
 
     # "Retrieve predictions" on every task: /setup must report v0, /predict fills only the labeled tasks
     res = ls.retrieve_predictions(pid)
@@ -246,6 +257,13 @@ def test_two_active_learning_iterations(kind, backend, label_studio, ls_client):
 
     assert lt["full_pool"] is False, lt
     assert lt["pool_size"] == len(unlabeled), (lt, len(unlabeled))
+    # incremental sync: only the two tasks whose ANNOTATION_CREATED webhooks were journalled are fetched
+    assert lt["sync"]["mode"] == "incremental", lt["sync"]
+    assert (lt["sync"]["new_tasks"], lt["sync"]["changed_tasks"]) == (0, 2), lt["sync"]
+    assert lt["sync"]["annotations"] == N_SEED + 2 and lt["sync"]["bytes_fetched"] < first_fetch / 2, lt["sync"]
+    # the previous version's predictions are deleted from LS (KEEP_PREDICTION_VERSIONS=0)
+    assert list(lt["pruned_versions"]) == [v0], lt["pruned_versions"]
+    assert not _versioned(ctx.predictions_by_task(), v0), "predictions of the superseded version remain"
     assert 0 < lt["scored"] < lt["pool_size"], lt
     assert lt["skipped_by_ups"] == lt["pool_size"] - lt["scored"], lt
 

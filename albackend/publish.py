@@ -1,0 +1,86 @@
+"""Progressive publish: push a retrain's predictions to Label Studio chunk by chunk and make the new model version
+current as soon as its first (most uncertain) chunk is there; then drop superseded versions.
+
+Why: LS's uncertainty queue (`/next`) only looks at predictions of ``project.model_version``. Switching it right
+after the first chunk means annotators get a task ranked by the new model seconds after training ends, instead of
+after the whole pool is scored and pushed; pruning keeps every task (and LS's database) from growing with each
+iteration.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Callable
+
+from albackend.lsclient import LabelStudioClient
+from albackend.settings import Settings
+
+log = logging.getLogger(__name__)
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+
+
+class Publisher:
+    """The ``publish`` callback of `albackend.rescoring.rescore_pool` for one retrain."""
+
+    def __init__(self, client: LabelStudioClient, project: str, version: str, settings: Settings,
+                 project_info: dict, progress: Callable[[dict], None] = lambda figures: None):
+        self.client, self.project, self.version, self.settings = client, project, version, settings
+        self.project_info, self.progress = project_info, progress
+        self.t0 = time.perf_counter()
+        self.pushed, self.push_s = 0, 0.0
+        self.current_after_s: float | None = None
+        self.sampling_set = False
+
+    def __call__(self, payloads: list[dict], done: int, total: int) -> None:
+        t = time.perf_counter()
+        self.pushed += self.client.import_predictions(self.project, payloads, chunk=self.settings.push_batch)
+        self.push_s += time.perf_counter() - t
+        if self.current_after_s is None and self.pushed:
+            self.make_current()
+        self.progress({"scored": done, "to_score": total, "pushed": self.pushed,
+                       "current_after_s": self.current_after_s})
+
+    def make_current(self) -> None:
+        """PATCH model_version (LS accepts it once a prediction of that version exists) and, once, the sampling."""
+        data: dict = {"model_version": self.version}
+        if self.settings.set_sampling and self.project_info.get("sampling") != UNCERTAINTY_SAMPLING:
+            data["sampling"] = UNCERTAINTY_SAMPLING
+            self.sampling_set = True
+            log.info("project %s: switching Label Studio's task sampling from %r to %r so annotators get the most "
+                     "uncertain task first (SET_SAMPLING=false keeps it)", self.project,
+                     self.project_info.get("sampling"), UNCERTAINTY_SAMPLING)
+        t = time.perf_counter()
+        self.client.patch_project(self.project, data)
+        self.push_s += time.perf_counter() - t
+        self.current_after_s = round(time.perf_counter() - self.t0, 3)
+
+    def figures(self) -> dict:
+        return {"predictions_pushed": self.pushed, "push_s": round(self.push_s, 3),
+                "current_after_s": self.current_after_s, "sampling_set": self.sampling_set}
+
+
+def own_version_key(project: str, version: str) -> tuple[int, str] | None:
+    """(iteration, name) for a model version this backend made for ``project`` (``al-<p>-it<i>-...`` or the
+    ``untrained-<p>`` placeholder), None for anybody else's (imported predictions, other backends)."""
+    if version == f"untrained-{project}":
+        return (-1, version)
+    m = re.fullmatch(rf"al-{re.escape(str(project))}-it(\d+)-.+", version)
+    return (int(m.group(1)), version) if m else None
+
+
+def superseded_versions(project: str, versions: list[str], current: str, keep: int) -> list[str]:
+    """This backend's versions to delete: all but ``current`` and the ``keep`` newest before it."""
+    ours = sorted((k for v in versions if v != current and (k := own_version_key(project, v))), reverse=True)
+    return [name for _, name in ours[keep:]]
+
+
+def prune_versions(client: LabelStudioClient, project: str, current: str, keep: int) -> dict:
+    """Delete predictions of superseded versions of this backend from LS; returns what was deleted."""
+    deleted: dict[str, int] = {}
+    for version in superseded_versions(project, list(client.model_versions(project)), current, keep):
+        deleted[version] = client.delete_model_version(project, version)
+    if deleted:
+        log.info("project %s: deleted %d predictions of %d superseded model versions", project,
+                 sum(deleted.values()), len(deleted))
+    return deleted
