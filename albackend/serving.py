@@ -22,7 +22,8 @@ from albackend.rescoring import score_texts
 from albackend.settings import Settings
 from albackend.store import ModelStore
 from ups.cache import ScoreCache
-from ups.sampler import ups_subsample
+from ups.round import UPSConfig, plan_round
+from ups.sampler import FullPoolSchedule
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
     to_score = sorted(texts)
     stats = {"model": version, "tasks": len(tasks), "from_store": 0, "stale": 0}
     if len(tasks) >= settings.predict_ups_min_tasks and settings.ups_enabled:
-        to_score = _serve_from_store(settings, store, project, tasks, texts, results, version, stats)
+        to_score = _serve_from_store(settings, store, project, tasks, texts, results, version, stats,
+                                     int(model.meta.get("iteration") or 0))
     if to_score:
         unc, fresh, _ = score_texts(model, [texts[i] for i in to_score], strategy, version, settings.infer_batch_size, fit,
                                     settings.seed)
@@ -86,8 +88,18 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
     return results, stats  # type: ignore[return-value]
 
 
+def batch_subsample(ids: np.ndarray, unc: np.ndarray, settings: Settings, iteration: int) -> np.ndarray:
+    """Keep mask over a batch's stale tasks: the AL round's UPS plan (`ups.round`) over just these tasks."""
+    n = len(ids)
+    view = ScoreCache(ids, unc, np.full(n, -1, np.int32), np.full(n, -1, np.int16), [])
+    never_full = UPSConfig(settings.ups_gamma, settings.ups_t, FullPoolSchedule(warmup=()))
+    plan = plan_round(view, ids, iteration, never_full, settings.seed)
+    return np.isin(ids, plan.order)
+
+
 def _serve_from_store(settings: Settings, store: ModelStore, project: str, tasks: list[dict],
-                      texts: dict[int, str], results: list, version: str, stats: dict) -> list[int]:
+                      texts: dict[int, str], results: list, version: str, stats: dict,
+                      iteration: int = 0) -> list[int]:
     """Fill results from stored predictions where UPS says a rescore is not needed; return what to score."""
     pdir = store.project_dir(project)
     idx_by_id: dict[int, int] = {}
@@ -109,7 +121,7 @@ def _serve_from_store(settings: Settings, store: ModelStore, project: str, tasks
             stats["from_store"] += 1
     stale = np.array(stale_ids, dtype=np.int64)
     stale_unc = unc[np.searchsorted(ids, stale)] if len(stale) else np.zeros(0, np.float32)
-    keep = ups_subsample(stale_unc, settings.ups_gamma, settings.ups_t, np.random.default_rng(settings.seed))
+    keep = batch_subsample(stale, stale_unc, settings, iteration)
     to_score = [idx_by_id[t] for t, k in zip(stale.tolist(), keep) if k or t not in stored]
     for t, k in zip(stale.tolist(), keep):
         if not k and t in stored:
