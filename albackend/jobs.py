@@ -123,6 +123,18 @@ class RQQueue:
         return record
 
 
+def redis_client(settings: Settings):
+    from redis import Redis
+
+    return Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def rq_queue(settings: Settings):
+    from rq import Queue
+
+    return Queue(settings.rq_queue, connection=redis_client(settings))
+
+
 def make_queue(settings: Settings, store: ModelStore):
     return RQQueue(settings, store) if settings.redis_url else InProcessQueue(settings, store)
 

@@ -19,7 +19,7 @@ from albackend.predstore import PredictionStore
 from albackend.settings import Settings
 from albackend.strategies import MahalanobisFit
 from ups.cache import ScoreCache
-from ups.round import UPSConfig, plan_round, run_round
+from ups.round import ScoreFn, UPSConfig, plan_round, run_round
 from ups.sampler import FullPoolSchedule
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,14 @@ Publish = Callable[[list[dict], int, int], None]
 
 def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, version: str, iteration: int,
                  strategy: str, settings: Settings, fit: MahalanobisFit | None = None,
-                 publish: Publish | None = None) -> tuple[list[dict], dict]:
+                 publish: Publish | None = None,
+                 scale_out: Callable[[ScoreFn], ScoreFn] | None = None) -> tuple[list[dict], dict]:
     """One AL round (`ups.round`) with this model as the scorer, most important tasks first.
 
     After each chunk the score cache and prediction store are saved and ``publish(payloads, done, total)`` is
     called, so Label Studio can serve the most uncertain tasks of the new model long before the whole selection
-    is scored. Returns every LS prediction payload ({task, result, score, model_version}) and the job's stats.
+    is scored. ``scale_out`` wraps the local scorer (e.g. `albackend.sharding.ShardedScorer`: RQ workers).
+    Returns every LS prediction payload ({task, result, score, model_version}) and the job's stats.
     """
     t0 = time.perf_counter()
     cache_path = project_dir / "scores.npz"
@@ -103,7 +105,8 @@ def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, vers
             publish(chunk, len(payloads), len(plan.order))
 
     t1 = time.perf_counter()
-    figures = run_round(cache, plan, score, version, first_chunk=settings.publish_first_chunk,
+    figures = run_round(cache, plan, scale_out(score) if scale_out else score, version,
+                        first_chunk=settings.publish_first_chunk,
                         chunk_size=settings.publish_chunk, on_chunk=on_chunk)
     cache.save(cache_path)
     stats = {**{k: v for k, v in figures.items() if not k.endswith("_s")},

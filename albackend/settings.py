@@ -35,6 +35,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "PUSH_PREDICTIONS": ("true", "After each retrain, write the rescored predictions to Label Studio and PATCH model_version."),
     "PUBLISH_FIRST_CHUNK": ("256", "Tasks scored, pushed and made current (PATCH model_version) first after a retrain: the previous most uncertain ones."),
     "PUBLISH_CHUNK": ("2000", "Size of each later chunk of the rescoring, pushed to Label Studio as it completes."),
+    "SCORE_SHARD_SIZE": ("1000", "With REDIS_URL: a rescoring chunk of at least two shards of this many tasks is scored by every free RQ worker (0 = never shard)."),
     "PUSH_BATCH": ("500", "Predictions per POST to Label Studio's import/predictions."),
     "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
@@ -83,6 +84,7 @@ class Settings:
     push_predictions: bool
     publish_first_chunk: int
     publish_chunk: int
+    score_shard_size: int
     push_batch: int
     keep_prediction_versions: int
     retrain_every: int
@@ -128,6 +130,7 @@ class Settings:
             push_predictions=_bool(_get("PUSH_PREDICTIONS")),
             publish_first_chunk=max(1, int(num("PUBLISH_FIRST_CHUNK", int))),
             publish_chunk=max(1, int(num("PUBLISH_CHUNK", int))),
+            score_shard_size=max(0, int(num("SCORE_SHARD_SIZE", int))),
             push_batch=max(1, int(num("PUSH_BATCH", int))),
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),

@@ -80,6 +80,16 @@ class TaskStore:
             for tid, data, anns in con.execute("SELECT id, data, annotations FROM tasks ORDER BY id"):
                 yield {"id": tid, "data": json.loads(data), "annotations": json.loads(anns) if anns else []}
 
+    def data_by_id(self, task_ids: list[int]) -> dict[int, dict]:
+        """The ``data`` object of each given task that is mirrored."""
+        out: dict[int, dict] = {}
+        with closing(self._connect()) as con:
+            for i in range(0, len(task_ids), 900):  # SQLite's bound-parameter limit
+                part = [int(t) for t in task_ids[i:i + 900]]
+                q = f"SELECT id, data FROM tasks WHERE id IN ({','.join('?' * len(part))})"
+                out.update((tid, json.loads(data)) for tid, data in con.execute(q, part))
+        return out
+
     def counts(self) -> dict:
         with closing(self._connect()) as con:
             n, ann, max_id = con.execute(

@@ -25,12 +25,14 @@ from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig
 from albackend.predictions import load_mahalanobis, resolve_strategy, save_mahalanobis
 from albackend.publish import Publisher, prune_versions
+from albackend.sharding import ShardedScorer
 from albackend.rescoring import rescore_pool, unlabeled_pool
 from albackend.settings import Settings
 from albackend.store import ModelStore, atomic_write_text
 from albackend.strategies import fit_mahalanobis
 from albackend.tasksync import sync_project
 from albackend.taskstore import TaskStore
+from ups.round import ScoreFn
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,20 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
     version = info["model_version"]
     pool = unlabeled_pool(tasks, model, settings.max_text_chars)
     publisher = Publisher(client, project, version, settings, project_info, progress)
+    sharded: list[ShardedScorer] = []
+
+    def scale_out(local: ScoreFn) -> ScoreFn:
+        sharded.append(ShardedScorer(settings, store, project, version, local, jobs.redis_client(settings),
+                                     jobs.rq_queue(settings)))
+        return sharded[0]
+
+    use_rq = bool(settings.redis_url) and settings.score_shard_size > 0
     _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
                               iteration=info["iteration"], strategy=info["strategy"], settings=settings,
-                              fit=load_mahalanobis(Path(info["path"])), publish=publisher)
+                              fit=load_mahalanobis(Path(info["path"])), publish=publisher,
+                              scale_out=scale_out if use_rq else None)
+    if sharded:
+        rescore["sharding"] = sharded[0].figures
     if publisher.current_after_s is None:  # an empty pool: still make the new model the project's version
         try:
             publisher.make_current()
