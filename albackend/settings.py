@@ -17,7 +17,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "REDIS_URL": ("", "If set, training jobs go to an RQ queue served by `rq worker`; otherwise an in-process worker runs them."),
     "RQ_QUEUE": ("albackend", "RQ queue name for training and PLASM jobs."),
     "LABEL_STUDIO_URL": ("", "Label Studio base URL; falls back to the hostname sent in /setup."),
-    "LABEL_STUDIO_API_KEY": ("", "Label Studio legacy API token; falls back to the access_token sent in /setup. Never logged."),
+    "LABEL_STUDIO_API_KEY": ("", "Label Studio personal access token or legacy token; falls back to the access_token sent in /setup. Never logged."),
     "TRAIN_EPOCHS": ("5", "Fine-tuning epochs of the acquisition model."),
     "TRAIN_MIN_STEPS": ("60", "Minimum number of gradient steps, so tiny seed sets still train (the paper uses 1000 on GPU)."),
     "TRAIN_MAX_STEPS": ("0", "Upper bound on gradient steps (0 = none): caps a retrain's time on large label sets."),

@@ -68,9 +68,9 @@ class RSSSampler(threading.Thread):
         return {k: round(v / 2**20, 1) for k, v in self.peak.items()}
 
 
-def pool_tasks(n: int, seed: int) -> tuple[list[dict], list[str]]:
+def pool_tasks(n: int, seed: int, path: str | None = None) -> tuple[list[dict], list[str]]:
     """The shared AG News pool, replicated with a suffix per copy when ``n`` exceeds it."""
-    rows = bc.load_pool(seed=seed)
+    rows = bc.load_pool(path or bc.DEFAULT_POOL, seed=seed)
     tasks, labels = [], []
     for i in range(n):
         text, label = rows[i % len(rows)].text, bc.AGNEWS_LABELS[rows[i % len(rows)].label]
@@ -148,7 +148,7 @@ def one_iteration(ls: LSClient, backend_url: str, pid: int, ml_id: int, known: s
 
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="live-loop-"))
-    tasks, labels = pool_tasks(args.pool, args.seed)
+    tasks, labels = pool_tasks(args.pool, args.seed, args.pool_csv)
     redis = services.start_redis(tmp / "redis")
     ls_svc = services.start_label_studio(tmp / "ls")
     env = {"MODEL_DIR": str(tmp / "models"), "REDIS_URL": redis.url, "LABEL_STUDIO_URL": ls_svc.url,
@@ -214,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env", action="append", default=[], help="extra backend environment, KEY=VALUE")
     p.add_argument("--name", default=None)
+    p.add_argument("--pool-csv", default=None, help="text,label,label_name CSV (default: the shared AG News pool)")
+    p.add_argument("--out", default=None, help="JSON path (default bench/out/live_loop/<name>.json)")
     args = p.parse_args(argv)
     result = run(args)
     table(result)
     name = args.name or f"pool{args.pool}-{args.model}"
-    print("wrote", bc.write_json(OUT / f"{name}.json", result))
+    print("wrote", bc.write_json(args.out or OUT / f"{name}.json", result))
     return 0
 
 

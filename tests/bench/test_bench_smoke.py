@@ -142,3 +142,26 @@ def test_endpoints_label_studio_flow(tiny_model, pool_csv, tmp_path):
     assert d["load_mode"] == "ls"
     assert d["load_info"]["training_jobs_overlapping"] >= 1
     assert d["load"]["predict"]["n"] >= 1 and d["load"]["predict"]["errors"] == 0
+
+
+@pytest.mark.redis
+def test_shard_scoring_smoke(tiny_model, pool_csv, tmp_path):
+    d = run_script("shard_scoring.py", ["--model", str(tiny_model), "--pool-csv", str(pool_csv), "--pool", "80",
+                                        "--shard-size", "20", "--helpers", "1"], tmp_path / "shard.json")
+    runs = list(d["runs"].values())
+    assert [r["shards"] for r in runs] == [4, 4] and runs[0]["by_helpers"] == 0 and d["speedup"] > 0
+
+
+@pytest.mark.labelstudio
+@pytest.mark.redis
+def test_live_loop_smoke(tiny_model, pool_csv, tmp_path):
+    d = run_script("live_loop.py", ["--model", str(tiny_model), "--pool-csv", str(pool_csv), "--pool", "120",
+                                    "--seed-labels", "12", "--per-iteration", "3", "--iterations", "3",
+                                    "--web-workers", "1", "--env", "TRAIN_MIN_STEPS=4", "--env", "TRAIN_EPOCHS=1",
+                                    "--env", "PUBLISH_FIRST_CHUNK=10"], tmp_path / "live.json", timeout=600)
+    its = d["iterations"]
+    assert [r["iteration"] for r in its] == [0, 1, 2] and all(r["next_has_new_version"] for r in its)
+    assert [r["sync_mode"] for r in its] == ["full", "incremental", "incremental"]
+    assert its[0]["scored"] == its[0]["pool_size"] == 108 and its[2]["scored"] < its[2]["pool_size"]
+    assert all(r["predictions_in_ls"] <= 2 * 120 for r in its), its  # current + KEEP_PREDICTION_VERSIONS=1
+    assert d["project_sampling_after"] == "Uncertainty sampling"
