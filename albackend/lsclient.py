@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
 import requests
 
 log = logging.getLogger(__name__)
+RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0)
 
 
 class LabelStudioError(RuntimeError):
@@ -67,11 +69,18 @@ class LabelStudioClient:
             self.session.headers["Authorization"] = f"Bearer {access}"
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
-        try:
-            resp = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise LabelStudioError(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
-        self.bytes_received += len(resp.content or b"")
+        """One request, retried with back-off on a 5xx (Label Studio on SQLite answers 500 "database is locked"
+        while another request holds its write lock; the failed request's transaction was rolled back)."""
+        for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
+            try:
+                resp = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                raise LabelStudioError(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
+            self.bytes_received += len(resp.content or b"")
+            if resp.status_code < 500 or pause is None:
+                return resp
+            log.info("Label Studio answered %d to %s %s; retrying in %.1fs", resp.status_code, method, path, pause)
+            time.sleep(pause)
         return resp
 
     def _call(self, method: str, path: str, **kwargs) -> object:

@@ -43,6 +43,7 @@ Every method was checked against a real LS 1.23.2 (``tests/support/test_harness.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable
 
 import requests
@@ -190,7 +191,11 @@ class LSClient:
 
     def next_task(self, project: int) -> dict | None:
         """GET /api/projects/{id}/next (locks the task it returns; see the module docstring)."""
-        r = self.session.get(f"{self.url}/api/projects/{int(project)}/next", timeout=self.timeout)
+        for pause in (0.5, 1.0, 2.0, 4.0, None):  # LS on SQLite: 500 "database is locked" during a bulk write
+            r = self.session.get(f"{self.url}/api/projects/{int(project)}/next", timeout=self.timeout)
+            if r.status_code < 500 or pause is None:
+                break
+            time.sleep(pause)
         if r.status_code == 404:
             return None  # no more tasks
         if r.status_code != 200:
