@@ -176,7 +176,9 @@ class LabelStudioClient:
     def delete_model_version(self, project: int | str, model_version: str) -> int:
         """Delete every prediction of one model version in the project; returns how many LS deleted."""
         data = self._call("DELETE", f"/api/projects/{project}/model-versions/", json={"model_version": model_version})
-        return int(data) if isinstance(data, (int, float)) else 0
+        if isinstance(data, dict):  # LS 1.23 answers {"deleted_predictions": n}
+            data = data.get("deleted_predictions")
+        return int(data) if isinstance(data, (int, float)) and not isinstance(data, bool) else 0
 
 
 def is_personal_access_token(key: str) -> bool:

@@ -130,7 +130,10 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
         except LabelStudioError as exc:  # LS accepts a version only once it has a prediction
             log.info("project %s: model_version not switched (no predictions of %s): %s", project, version, exc)
     t = time.perf_counter()
-    deleted = prune_versions(client, project, version, settings.keep_prediction_versions)
+    # only once our version is the project's: LS resets project.model_version when it deletes predictions while
+    # the project still points at the ML backend's title
+    deleted = prune_versions(client, project, version, settings.keep_prediction_versions) \
+        if publisher.current_after_s is not None else {}
     return {"rescore": rescore, **publisher.figures(), "pruned_versions": deleted,
             "prune_s": round(time.perf_counter() - t, 3)}
 
