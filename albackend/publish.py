@@ -9,7 +9,9 @@ iteration.
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import threading
 import time
 from typing import Callable
 
@@ -21,25 +23,70 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 
 class Publisher:
-    """The ``publish`` callback of `albackend.rescoring.rescore_pool` for one retrain."""
+    """The ``publish`` callback of `albackend.rescoring.rescore_pool` for one retrain.
+
+    The first chunk is pushed synchronously and made current; later chunks go to a background thread, so Label
+    Studio stores chunk i while the model scores chunk i + 1 (at most ``MAX_PENDING`` chunks wait). ``finish()``
+    waits for the last push and raises the first push error; a push error also stops the round at its next chunk.
+    """
+
+    MAX_PENDING = 2
 
     def __init__(self, client: LabelStudioClient, project: str, version: str, settings: Settings,
                  project_info: dict, progress: Callable[[dict], None] = lambda figures: None):
         self.client, self.project, self.version, self.settings = client, project, version, settings
         self.project_info, self.progress = project_info, progress
         self.t0 = time.perf_counter()
-        self.pushed, self.push_s = 0, 0.0
+        self.pushed, self.push_s, self.wait_s = 0, 0.0, 0.0
         self.current_after_s: float | None = None
         self.sampling_set = False
+        self._queue: queue.Queue = queue.Queue(maxsize=self.MAX_PENDING)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def __call__(self, payloads: list[dict], done: int, total: int) -> None:
+        self._raise_error()
+        if self.current_after_s is None:
+            self._push(payloads, done, total)
+            if self.pushed:
+                self.make_current()
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name=f"push-{self.project}", daemon=True)
+            self._thread.start()
+        t = time.perf_counter()
+        self._queue.put((payloads, done, total))
+        self.wait_s += time.perf_counter() - t
+
+    def finish(self) -> None:
+        """Wait for every queued chunk to be stored in Label Studio."""
+        if self._thread is not None:
+            t = time.perf_counter()
+            self._queue.put(None)
+            self._thread.join()
+            self.wait_s += time.perf_counter() - t
+            self._thread = None
+        self._raise_error()
+
+    def _push(self, payloads: list[dict], done: int, total: int) -> None:
         t = time.perf_counter()
         self.pushed += self.client.import_predictions(self.project, payloads, chunk=self.settings.push_batch)
         self.push_s += time.perf_counter() - t
-        if self.current_after_s is None and self.pushed:
-            self.make_current()
         self.progress({"scored": done, "to_score": total, "pushed": self.pushed,
                        "current_after_s": self.current_after_s})
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._push(*item)
+                except BaseException as exc:  # handed to the job's thread by _raise_error / finish
+                    self._error = exc
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def make_current(self) -> None:
         """PATCH model_version (LS accepts it once a prediction of that version exists) and, once, the sampling."""
@@ -56,8 +103,11 @@ class Publisher:
         self.current_after_s = round(time.perf_counter() - self.t0, 3)
 
     def figures(self) -> dict:
+        """``push_s``: LS's time to store; ``push_wait_s``: how long the round waited on it (the rest overlapped
+        scoring)."""
         return {"predictions_pushed": self.pushed, "push_s": round(self.push_s, 3),
-                "current_after_s": self.current_after_s, "sampling_set": self.sampling_set}
+                "push_wait_s": round(self.wait_s, 3), "current_after_s": self.current_after_s,
+                "sampling_set": self.sampling_set}
 
 
 def own_version_key(project: str, version: str) -> tuple[int, str] | None:

@@ -118,10 +118,13 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
         return sharded[0]
 
     use_rq = bool(settings.redis_url) and settings.score_shard_size > 0
-    _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
-                              iteration=info["iteration"], strategy=info["strategy"], settings=settings,
-                              fit=load_mahalanobis(Path(info["path"])), publish=publisher,
-                              scale_out=scale_out if use_rq else None)
+    try:
+        _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
+                                  iteration=info["iteration"], strategy=info["strategy"], settings=settings,
+                                  fit=load_mahalanobis(Path(info["path"])), publish=publisher,
+                                  scale_out=scale_out if use_rq else None)
+    finally:
+        publisher.finish()
     if sharded:
         rescore["sharding"] = sharded[0].figures
     if publisher.current_after_s is None:  # an empty pool: still make the new model the project's version
@@ -158,7 +161,7 @@ def run_iteration(settings: Settings, store: ModelStore, project: str, stats: di
         figures = publish_round(settings, store, client, project, project_info, model, tasks, info, progress)
         stats.update(figures)
         stats["seconds"].update(rescore=figures["rescore"]["seconds"]["score"], push=figures["push_s"],
-                                publish=round(time.perf_counter() - t1, 3))
+                                push_wait=figures["push_wait_s"], publish=round(time.perf_counter() - t1, 3))
         if figures["current_after_s"] is not None:
             stats["seconds"]["first_publish"] = round(t1 - t0 + figures["current_after_s"], 3)
     stats["bytes_fetched"] = client.bytes_received

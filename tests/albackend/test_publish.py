@@ -43,3 +43,89 @@ def test_mirror_consistency_tolerates_events_during_the_sync():
     assert consistent(before, after, {"tasks": 100, "annotations": 11})[0]
     assert not consistent(before, after, {"tasks": 99, "annotations": 11})[0]
     assert not consistent(before, before, {"tasks": 100, "annotations": 9})[0]
+
+
+class PredictionsLS:
+    """A stand-in Label Studio over real HTTP: stores imported predictions, refuses the ``fail_on``-th import."""
+
+    def __init__(self, fail_on: int | None = None):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.imports: list[list[dict]] = []
+        self.patches: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self):
+                return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+            def do_POST(self):
+                body = self._body()
+                if fail_on is not None and len(outer.imports) + 1 == fail_on:
+                    return self._reply(400, {"detail": "task not found"})
+                outer.imports.append(body)
+                return self._reply(201, {"created": len(body)})
+
+            def do_PATCH(self):
+                outer.patches.append(self._body())
+                return self._reply(200, {"id": 1})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def _publisher(ls: PredictionsLS):
+    import dataclasses
+
+    from albackend.lsclient import LabelStudioClient
+    from albackend.publish import Publisher
+    from albackend.settings import Settings
+
+    settings = dataclasses.replace(Settings.from_env(), push_batch=3, set_sampling=True)
+    return Publisher(LabelStudioClient(ls.url, "token"), "1", "al-1-it0-x", settings, {"sampling": "Sequential"})
+
+
+def chunk(start: int, n: int) -> list[dict]:
+    return [{"task": t, "result": [], "score": 0.5, "model_version": "al-1-it0-x"} for t in range(start, start + n)]
+
+
+def test_first_chunk_is_made_current_and_later_chunks_are_pushed_in_the_background():
+    ls = PredictionsLS()
+    pub = _publisher(ls)
+    pub(chunk(0, 4), 4, 14)
+    assert ls.patches == [{"model_version": "al-1-it0-x", "sampling": "Uncertainty sampling"}]
+    assert pub.current_after_s is not None and pub.pushed == 4
+    pub(chunk(4, 5), 9, 14)
+    pub(chunk(9, 5), 14, 14)
+    pub.finish()
+    assert pub.pushed == 14 and sorted(p["task"] for part in ls.imports for p in part) == list(range(14))
+    assert max(len(part) for part in ls.imports) == 3  # PUSH_BATCH
+    ls.server.shutdown()
+
+
+def test_a_failed_background_push_fails_the_round():
+    import pytest
+
+    from albackend.lsclient import LabelStudioError
+
+    ls = PredictionsLS(fail_on=3)  # the third POST (the second chunk's first batch) is refused
+    pub = _publisher(ls)
+    pub(chunk(0, 4), 4, 20)
+    pub(chunk(4, 4), 8, 20)
+    with pytest.raises(LabelStudioError, match="400"):
+        pub.finish()
+    ls.server.shutdown()
