@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# What Label Studio sends: the bare integer id, or "<id>.<created timestamp>" in /setup. 18 digits keep
+# every key a signed 64-bit integer and far below any file-name limit.
+_PROJECT = re.compile(r"([0-9]{1,18})(?:\.[0-9]{1,20})*")
 KEEP_VERSIONS = 3
 
 
@@ -48,11 +51,23 @@ def json_default(o: object) -> object:
 
 
 def project_key(project: object) -> str:
-    """LS sends "<id>.<created_ts>" in /setup and the bare id elsewhere: the id alone names the project."""
-    key = str(project).split(".")[0].strip()
-    if not key or _SAFE.search(key):
-        raise ValueError(f"invalid project id {project!r}")
-    return key
+    """LS sends "<id>.<created_ts>" in /setup and the bare id elsewhere: the id alone names the project.
+
+    Only those two forms are accepted: anything else ("1.abc", 1e400, "-rf", 300 digits) would alias another
+    project, name a strange directory or exceed the file-name limit.
+    """
+    if isinstance(project, int) and not isinstance(project, bool) and 0 <= project < 10**18:
+        return str(project)
+    match = _PROJECT.fullmatch(project) if isinstance(project, str) else None
+    if match is None:
+        raise ValueError(f"invalid project id {_shorten(project)}: expected <int> or <int>.<timestamp>")
+    return str(int(match.group(1)))
+
+
+def _shorten(value: object, limit: int = 40) -> str:
+    """repr() cut to a readable length: error messages must not echo a megabyte of input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class ModelStore:
@@ -90,7 +105,9 @@ class ModelStore:
 
     def all_projects(self) -> list[str]:
         pdir = self.root / "projects"
-        return sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []
+        if not pdir.is_dir():
+            return []
+        return sorted(p.name for p in pdir.iterdir() if p.is_dir() and _PROJECT.fullmatch(p.name))
 
     def next_version_name(self, project: object, iteration: int, prefix: str = "al") -> str:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
