@@ -106,7 +106,7 @@ def basic_auth_ok(header: str, user: str, password: str) -> bool:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from albackend.jobs import make_queue
+    from albackend.jobs import QueueUnavailable, make_queue
     from model import ActiveLearningModel
 
     settings = settings or Settings.from_env()
@@ -157,6 +157,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(BadRequest)
     def _bad(exc: BadRequest):
         return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(QueueUnavailable)
+    def _unavailable(exc: QueueUnavailable):
+        log.warning("%s %s: 503: %s", request.method, request.path, exc)
+        resp = jsonify({"error": f"training queue unavailable: {exc}"})
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "30"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

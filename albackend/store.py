@@ -70,6 +70,14 @@ def _shorten(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _mtime(path: Path) -> float:
+    """mtime, or 0 for a file another process removed meanwhile (job records are pruned concurrently)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 class ModelStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -152,6 +160,20 @@ class ModelStore:
     def write_job(self, project: object, record: dict) -> None:
         atomic_write_text(self.project_dir(project) / "jobs" / f"{record['id']}.json", json.dumps(record, default=str))
 
+    def prune_jobs(self, project: object, keep: int) -> int:
+        """Delete all but the newest `keep` job records (and stray heartbeats); returns how many went."""
+        jdir = self.project_dir(project) / "jobs"
+        if keep <= 0 or not jdir.is_dir():
+            return 0
+        files = sorted(jdir.glob("*.json"), key=_mtime, reverse=True)[keep:]
+        for f in files:
+            for path in (f, f.with_suffix(".beat")):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+        return len(files)
+
     def read_job(self, project: object, job_id: str) -> dict | None:
         try:
             return json.loads((self.project_dir(project) / "jobs" / f"{_SAFE.sub('_', job_id)}.json").read_text())
@@ -162,7 +184,7 @@ class ModelStore:
         jdir = self.project_dir(project) / "jobs"
         if not jdir.is_dir():
             return []
-        files = sorted(jdir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+        files = sorted(jdir.glob("*.json"), key=_mtime, reverse=True)[:limit]
         out = []
         for f in files:
             try:
