@@ -146,7 +146,7 @@ class RQQueue:
         job_id = new_job_id(project)
         if not self.redis.set(key, job_id, nx=True, ex=PENDING_TTL_S):
             existing = (self.redis.get(key) or b"").decode()
-            if existing and self._still_queued(existing):
+            if existing and self._still_queued(existing, key):
                 return existing, False
             self.redis.delete(key)  # the job it names is gone or already started: take the mark over
             if not self.redis.set(key, job_id, nx=True, ex=PENDING_TTL_S):
@@ -161,10 +161,13 @@ class RQQueue:
             raise
         return job_id, True
 
-    def _still_queued(self, job_id: str) -> bool:
+    def _still_queued(self, job_id: str, key: str) -> bool:
+        """Whether the pending mark names a job that has not started yet (or is being enqueued right now)."""
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
+        if PENDING_TTL_S - self.redis.ttl(key) < 30:  # young mark: its submitter may still be enqueueing
+            return True
         try:
             status = Job.fetch(job_id, connection=self.redis).get_status(refresh=False)
         except NoSuchJobError:
