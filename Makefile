@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 HOST    ?= 127.0.0.1
 PORT    ?= 9090
 WORKERS ?= 1
-THREADS ?= 8
+THREADS ?= 128
 BIN      = $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false

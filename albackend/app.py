@@ -77,6 +77,8 @@ def _json_body() -> dict:
         data = request.get_json(silent=True, force=True)
     except RecursionError:  # deeply nested JSON: json.loads raises this, not a ValueError
         data = None
+    except OSError:  # the socket read timed out (BODY_READ_TIMEOUT_S) or the client went away mid-body
+        raise BadRequest("request body not received in time", 408) from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
@@ -249,7 +251,19 @@ def create_app(settings: Settings | None = None) -> Flask:
             "projects": {p: project_status(store, p, q, jobs_limit=3) for p in store.all_projects()},
         })
 
+    if settings.body_read_timeout_s > 0:
+        app.wsgi_app = _bounded_reads(app.wsgi_app, settings.body_read_timeout_s)
     return app
+
+
+def _bounded_reads(wsgi_app, seconds: float):
+    """Give gunicorn's client socket a read timeout: a client that goes silent mid-body frees its thread."""
+    def bounded(environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(seconds)
+        return wsgi_app(environ, start_response)
+    return bounded
 
 
 def project_status(store: ModelStore, project: str, queue, jobs_limit: int = 10) -> dict:

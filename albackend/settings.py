@@ -34,6 +34,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "PREDICT_UPS_MIN_TASKS": ("200", "A /predict batch at least this large is served from the score cache where it is current (see README)."),
     "PUSH_PREDICTIONS": ("true", "After each retrain, write the rescored predictions to Label Studio and PATCH model_version."),
     "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
+    "BODY_READ_TIMEOUT_S": ("10", "A client silent this long while sending its request body is dropped (408), so slow clients cannot hold threads; 0 = never."),
     "REDIS_TIMEOUT": ("2", "Seconds any single Redis call may take (connect and read); past it the web answers 503, /status shows the stored record."),
     "JOB_HISTORY": ("50", "Job records kept per project (older ones are deleted when a job is queued)."),
     "BASIC_AUTH_USER": ("", "If set with BASIC_AUTH_PASS, every endpoint requires HTTP basic auth."),
@@ -79,6 +80,7 @@ class Settings:
     predict_ups_min_tasks: int
     push_predictions: bool
     max_request_mb: float
+    body_read_timeout_s: float
     redis_timeout: float
     job_history: int
     basic_auth_user: str
@@ -121,6 +123,7 @@ class Settings:
             predict_ups_min_tasks=int(num("PREDICT_UPS_MIN_TASKS", int)),
             push_predictions=_bool(_get("PUSH_PREDICTIONS")),
             max_request_mb=float(num("MAX_REQUEST_MB", float)),
+            body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
             redis_timeout=float(num("REDIS_TIMEOUT", float)),
             job_history=int(num("JOB_HISTORY", int)),
             basic_auth_user=_get("BASIC_AUTH_USER"),
