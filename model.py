@@ -10,7 +10,14 @@ import json
 import logging
 import threading
 
-from label_studio_ml.model import LabelStudioMLBase
+try:
+    from label_studio_ml.model import LabelStudioMLBase
+except ImportError:  # pragma: no cover - `make install` adds label-studio-ml (--no-deps: see the README)
+    class LabelStudioMLBase:  # type: ignore[no-redef]
+        """Stand-in base when label-studio-ml is absent: the app needs nothing from it."""
+
+        def __init__(self, **kwargs) -> None:
+            pass
 
 from albackend.labelconfig import TaskSpec
 from albackend.serving import ModelCache, predict_tasks

@@ -76,20 +76,49 @@ def _json_body() -> dict:
         data = request.get_json(silent=True, force=True)
     except RecursionError:  # deeply nested JSON: json.loads raises this, not a ValueError
         data = None
+    except OSError:  # the socket read timed out (BODY_READ_TIMEOUT_S) or the client went away mid-body
+        raise BadRequest("request body not received in time", 408) from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     return data
 
 
+def basic_auth_ok(header: str, user: str, password: str) -> bool:
+    """Constant-time check of a Basic header; credentials may arrive as UTF-8 or as Latin-1.
+
+    RFC 7617 leaves the charset open: browsers send UTF-8, while requests and Label Studio's
+    http://user:pass@host URLs send Latin-1, so a non-ASCII password must match either way.
+    """
+    if not header.startswith("Basic "):
+        return False
+    try:
+        raw = base64.b64decode(header[6:], validate=True)
+    except ValueError:
+        return False
+    got_user, _, got_pwd = raw.partition(b":")
+    ok = False
+    for charset in ("utf-8", "latin-1"):
+        try:
+            want_user, want_pwd = user.encode(charset), password.encode(charset)
+        except UnicodeEncodeError:
+            continue  # a password with characters outside Latin-1 can only arrive as UTF-8
+        ok |= hmac.compare_digest(got_user, want_user) & hmac.compare_digest(got_pwd, want_pwd)
+    return ok
+
+
 def create_app(settings: Settings | None = None) -> Flask:
-    from albackend.jobs import make_queue
+    from albackend.jobs import QueueUnavailable, make_queue
     from model import ActiveLearningModel
 
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(settings.model_dir)
     app = Flask("al-backend")
-    app.config["JSON_SORT_KEYS"] = False
+    app.config["JSON_SORT_KEYS"] = False  # Flask < 2.3
+    if hasattr(app, "json"):
+        app.json.sort_keys = False  # Flask >= 2.3
+    # Werkzeug answers 413 for a larger declared body before reading it, and stops a chunked one at the cap.
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_request_mb * 1024 * 1024)
     state = {"queue": None, "started": time.time()}
     queue_lock = threading.Lock()
     timings = Timings()
@@ -107,18 +136,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def _auth_and_clock():
         request.environ["al.t0"] = time.perf_counter()
+        if (request.content_length or 0) > app.config["MAX_CONTENT_LENGTH"]:
+            raise BadRequest(f"request body over MAX_REQUEST_MB={settings.max_request_mb:g} MB", 413)
         if auth_on:
-            header = request.headers.get("Authorization", "")
-            ok = False
-            if header.startswith("Basic "):
-                try:
-                    user, _, pwd = base64.b64decode(header[6:]).decode().partition(":")
-                    # bytes: compare_digest raises TypeError on non-ASCII str
-                    ok = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode()) and \
-                        hmac.compare_digest(pwd.encode(), settings.basic_auth_pass.encode())
-                except (ValueError, UnicodeDecodeError):
-                    ok = False
-            if not ok:
+            if not basic_auth_ok(request.headers.get("Authorization", ""), settings.basic_auth_user,
+                                 settings.basic_auth_pass):
                 resp = jsonify({"error": "authentication required"})
                 resp.status_code = 401
                 resp.headers["WWW-Authenticate"] = 'Basic realm="al-backend"'
@@ -136,6 +158,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.errorhandler(BadRequest)
     def _bad(exc: BadRequest):
         return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(QueueUnavailable)
+    def _unavailable(exc: QueueUnavailable):
+        log.warning("%s %s: 503: %s", request.method, request.path, exc)
+        resp = jsonify({"error": f"training queue unavailable: {exc}"})
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "30"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
@@ -224,7 +254,19 @@ def create_app(settings: Settings | None = None) -> Flask:
             "projects": {p: project_status(store, p, q, jobs_limit=3) for p in store.all_projects()},
         })
 
+    if settings.body_read_timeout_s > 0:
+        app.wsgi_app = _bounded_reads(app.wsgi_app, settings.body_read_timeout_s)
     return app
+
+
+def _bounded_reads(wsgi_app, seconds: float):
+    """Give gunicorn's client socket a read timeout: a client that goes silent mid-body frees its thread."""
+    def bounded(environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(seconds)
+        return wsgi_app(environ, start_response)
+    return bounded
 
 
 def project_status(store: ModelStore, project: str, queue, jobs_limit: int = 10) -> dict:

@@ -6,12 +6,15 @@ crash a job: each problem becomes a `Skip` with a reason that the job logs and c
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from albackend.labelconfig import TaskSpec
 
 log = logging.getLogger(__name__)
+# JSON may carry lone UTF-16 surrogates ("a\\ud800b" is valid JSON); tokenizers and UTF-8 encoders refuse them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class TaskError(ValueError):
@@ -46,7 +49,22 @@ def task_text(task: Any, spec: TaskSpec, max_chars: int) -> str:
     text = data[spec.value_key]
     if not isinstance(text, str):
         raise TaskError(f"task field {spec.value_key!r} is {type(text).__name__}, not text")
-    return text[:max_chars] if max_chars > 0 else text
+    return clean_text(text[:max_chars] if max_chars > 0 else text)
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates by U+FFFD one for one, so character offsets (NER spans) stay valid."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def int64_id(value: Any) -> int | None:
+    """The task id if it is an integer that fits the stores (SQLite, int64 arrays); else None.
+
+    A task without such an id is still answered, but not cached: LS never sends one, a fuzzer does.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None
 
 
 def latest_annotation(task: dict) -> dict | None:

@@ -1,38 +1,76 @@
-"""Training job queue: RQ when REDIS_URL is set, an in-process worker thread otherwise.
+"""Training job queue: RQ when REDIS_URL is set, an in-process worker thread otherwise; and the lifecycle
+that keeps a crash from wedging a project.
 
 Either way a burst of events for one project yields at most one queued plus one running job: a new
 event is dropped while a job for the project is still queued, because that job will fetch every
 annotation when it starts. Jobs for one project never run concurrently (a per-project lock: Redis with
 RQ, a file lock in-process), so any number of RQ workers can share one model store.
+
+Crash safety (a killed process can clean nothing up, so nothing it holds may outlive it for long):
+- the Redis project lock has a 30 s TTL renewed by a heartbeat thread: a killed work horse frees it in 30 s;
+  the file lock dies with its process;
+- a running job touches ``jobs/<id>.beat`` every 5 s; /status turns a running record whose beat is older than
+  30 s into ``failed`` ("the process running the job died"), and an in-process queued record whose web
+  process is gone likewise;
+- the pending mark is removed again when writing the record or enqueueing fails, and a pending mark that
+  points at a job RQ no longer holds is ignored;
+- Redis unreachable or slow: `QueueUnavailable` (HTTP 503 with the reason), every call bounded by
+  REDIS_TIMEOUT (albackend.redisconn).
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from albackend.lsclient import redact
 from albackend.settings import Settings
-from albackend.store import ModelStore
+from albackend.store import ModelStore, json_default
 
 log = logging.getLogger(__name__)
 JOB_FUNC = "albackend.training.training_job"
 PENDING_KEY = "albackend:pending:{}"
 LOCK_KEY = "albackend:lock:{}"
+PENDING_TTL_S = 6 * 3600
+HEARTBEAT_S = 5.0
+STALE_S = 30.0
+LOCK_TTL_S = 30.0
+_beats: dict[str, threading.Event] = {}
+_beats_lock = threading.Lock()
+
+
+class QueueUnavailable(RuntimeError):
+    """The job cannot be queued now (Redis down or slow, the store not writable): the web answers 503."""
 
 
 def new_job_id(project: str) -> str:
     return f"train-{project}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-def queued_record(job_id: str, project: str, trigger: str) -> dict:
-    return {"id": job_id, "project": project, "state": "queued", "trigger": trigger,
-            "queued_at": time.time(), "started_at": None, "finished_at": None, "duration_s": None,
-            "reason": None, "stats": {}}
+def owner() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def queued_record(job_id: str, project: str, trigger: str, queue_kind: str = "rq") -> dict:
+    return {"id": job_id, "project": project, "state": "queued", "trigger": trigger, "queue": queue_kind,
+            "owner": owner(), "queued_at": time.time(), "started_at": None, "finished_at": None,
+            "duration_s": None, "reason": None, "stats": {}}
+
+
+def _write_queued(settings: Settings, store: ModelStore, record: dict) -> None:
+    try:
+        store.write_job(record["project"], record)
+        store.prune_jobs(record["project"], keep=settings.job_history)
+    except OSError as exc:
+        raise QueueUnavailable(f"cannot write the job record: {type(exc).__name__}: {exc}") from None
 
 
 class InProcessQueue:
@@ -54,7 +92,13 @@ class InProcessQueue:
                 return self._pending[project], False
             job_id = new_job_id(project)
             self._pending[project] = job_id
-        self.store.write_job(project, queued_record(job_id, project, trigger))
+        try:
+            _write_queued(self.settings, self.store, queued_record(job_id, project, trigger, "in-process"))
+        except BaseException:
+            with self._lock:  # a mark without a record would answer "already queued" until restart
+                if self._pending.get(project) == job_id:
+                    del self._pending[project]
+            raise
         self._q.put((project, job_id))
         return job_id, True
 
@@ -73,60 +117,92 @@ class InProcessQueue:
                 log.exception("training job %s crashed", job_id)
 
     def reconcile(self, record: dict) -> dict:
-        return record
+        return reconcile_liveness(self.store, record)
 
 
 class RQQueue:
     """Jobs on an RQ queue; dedup and the per-project lock live in Redis."""
 
     def __init__(self, settings: Settings, store: ModelStore):
-        from redis import Redis
         from rq import Queue
 
+        from albackend.redisconn import connect
+
         self.settings, self.store = settings, store
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.redis = connect(settings.redis_url, settings.redis_timeout)
         self.queue = Queue(settings.rq_queue, connection=self.redis)
+        self._down_until = 0.0  # after a Redis error, /status stops asking Redis for a few seconds
 
     def submit(self, project: str, trigger: str) -> tuple[str, bool]:
-        job_id = new_job_id(project)
-        if not self.redis.set(PENDING_KEY.format(project), job_id, nx=True, ex=6 * 3600):
-            existing = self.redis.get(PENDING_KEY.format(project))
-            return (existing.decode() if existing else job_id), False
-        self.store.write_job(project, queued_record(job_id, project, trigger))
+        from albackend.redisconn import RedisError
+
         try:
+            return self._submit(project, trigger)
+        except RedisError as exc:
+            raise QueueUnavailable(f"Redis is unavailable: {type(exc).__name__}") from None
+
+    def _submit(self, project: str, trigger: str) -> tuple[str, bool]:
+        key = PENDING_KEY.format(project)
+        job_id = new_job_id(project)
+        if not self.redis.set(key, job_id, nx=True, ex=PENDING_TTL_S):
+            existing = (self.redis.get(key) or b"").decode()
+            if existing and self._still_queued(existing, key):
+                return existing, False
+            self.redis.delete(key)  # the job it names is gone or already started: take the mark over
+            if not self.redis.set(key, job_id, nx=True, ex=PENDING_TTL_S):
+                return (self.redis.get(key) or b"").decode() or job_id, False
+        try:
+            _write_queued(self.settings, self.store, queued_record(job_id, project, trigger))
             self.queue.enqueue(JOB_FUNC, project, job_id, job_id=job_id, job_timeout=6 * 3600,
                                result_ttl=86400, failure_ttl=7 * 86400, description=f"train project {project}")
-        except Exception:
-            self.redis.delete(PENDING_KEY.format(project))
+        except BaseException:
+            if (self.redis.get(key) or b"").decode() == job_id:
+                self.redis.delete(key)
             raise
         return job_id, True
 
-    def reconcile(self, record: dict) -> dict:
-        """A worker killed mid-job cannot write 'failed'; ask RQ what became of it."""
-        if record.get("state") not in ("queued", "running"):
-            return record
-        from rq.job import Job
+    def _still_queued(self, job_id: str, key: str) -> bool:
+        """Whether the pending mark names a job that has not started yet (or is being enqueued right now)."""
         from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        if PENDING_TTL_S - self.redis.ttl(key) < 30:  # young mark: its submitter may still be enqueueing
+            return True
+        try:
+            status = Job.fetch(job_id, connection=self.redis).get_status(refresh=False)
+        except NoSuchJobError:
+            return False
+        return getattr(status, "value", status) in ("queued", "deferred", "scheduled")
+
+    def reconcile(self, record: dict) -> dict:
+        """A worker killed mid-job cannot write 'failed': its heartbeat stops, or RQ says what became of it."""
+        record = reconcile_liveness(self.store, record)
+        if record.get("state") not in ("queued", "running") or time.monotonic() < self._down_until:
+            return record
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
 
         try:
             job = Job.fetch(record["id"], connection=self.redis)
             status = job.get_status(refresh=True)
+            result = job.latest_result() if getattr(status, "value", status) in ("failed", "stopped") else None
         except NoSuchJobError:
             return {**record, "state": "failed", "reason": "job vanished from the queue (expired or Redis reset)"}
-        except Exception:  # Redis down: show what the record says
+        except Exception:  # Redis down or slow: show what the record says, and spare the next calls the wait
+            self._down_until = time.monotonic() + 5.0
             return record
         status = getattr(status, "value", status)
         if status in ("failed", "stopped", "canceled"):
-            exc = (job.latest_result().exc_string if job.latest_result() else "") or ""
+            exc = (result.exc_string if result else "") or ""
             last = exc.strip().splitlines()[-1] if exc.strip() else f"RQ reports the job {status}"
-            return {**record, "state": "failed", "reason": last}
+            return {**record, "state": "failed", "reason": redact(last, [self.settings.label_studio_api_key])}
         return record
 
 
 def redis_client(settings: Settings):
-    from redis import Redis
+    from albackend.redisconn import connect
 
-    return Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return connect(settings.redis_url, max(settings.redis_timeout, 10.0))  # shard bookkeeping tolerates load
 
 
 def rq_queue(settings: Settings):
@@ -139,31 +215,143 @@ def make_queue(settings: Settings, store: ModelStore):
     return RQQueue(settings, store) if settings.redis_url else InProcessQueue(settings, store)
 
 
+# ------------------------------------------------------------------------------------------ liveness
+def _beat_path(store: ModelStore, project: str, job_id: str):
+    return store.project_dir(project) / "jobs" / f"{job_id}.beat"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile_liveness(store: ModelStore, record: dict, now: float | None = None) -> dict:
+    """The record, or a failed copy (also written back) when the process that owns it is gone."""
+    now = time.time() if now is None else now
+    state, project, job_id = record.get("state"), record.get("project"), record.get("id")
+    reason = None
+    if state == "running" and project and job_id:
+        try:
+            last = _beat_path(store, project, job_id).stat().st_mtime
+        except OSError:
+            last = record.get("started_at") or now
+        if now - last > STALE_S:
+            reason = f"the process running the job died (no heartbeat for {now - last:.0f} s)"
+    elif state == "queued" and record.get("queue") == "in-process":
+        who = record.get("owner") or {}
+        if who.get("host") == socket.gethostname() and isinstance(who.get("pid"), int) and not _pid_alive(who["pid"]):
+            reason = f"the web process (pid {who['pid']}) that queued the job exited before it ran"
+    if reason is None:
+        return record
+    failed = {**record, "state": "failed", "reason": reason, "finished_at": now}
+    try:
+        store.write_job(project, failed)
+    except OSError:
+        pass
+    log.warning("project %s: job %s marked failed: %s", project, job_id, reason)
+    return failed
+
+
+def _heartbeat(path, stop: threading.Event) -> None:
+    while True:
+        try:
+            path.touch()
+        except OSError:
+            log.warning("cannot write the heartbeat %s", path)
+        if stop.wait(HEARTBEAT_S):
+            return
+
+
+def start_record(settings: Settings, store: ModelStore, project: str, job_id: str) -> dict:
+    """Mark the job running, let the next event queue a retrain, and start its heartbeat."""
+    record = store.read_job(project, job_id) or queued_record(job_id, project, "unknown")
+    record.update(state="running", started_at=time.time(), owner=owner())
+    path = _beat_path(store, project, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    store.write_job(project, record)
+    stop = threading.Event()
+    with _beats_lock:
+        _beats[job_id] = stop
+    threading.Thread(target=_heartbeat, args=(path, stop), name=f"heartbeat-{job_id}", daemon=True).start()
+    clear_pending(settings, project, job_id)
+    return record
+
+
+def finish_record(settings: Settings, store: ModelStore, project: str, record: dict) -> dict:
+    """Stop the heartbeat, write the final record; returns it JSON-safe (RQ stores it as the result)."""
+    with _beats_lock:
+        stop = _beats.pop(record["id"], None)
+    if stop is not None:
+        stop.set()
+    record.update(finished_at=time.time())
+    record["duration_s"] = round(record["finished_at"] - (record.get("started_at") or record["finished_at"]), 3)
+    if record.get("reason"):
+        record["reason"] = redact(str(record["reason"]), [settings.label_studio_api_key])
+    record = json.loads(json.dumps(record, default=json_default))
+    store.write_job(project, record)
+    try:
+        _beat_path(store, project, record["id"]).unlink()
+    except OSError:
+        pass
+    return record
+
+
+def failure_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def clear_pending(settings: Settings, project: str, job_id: str) -> None:
     """Called when a job starts: a new event may now queue the next retrain."""
     if not settings.redis_url:
         return
-    from redis import Redis
+    from albackend.redisconn import RedisError, connect
 
-    r = Redis.from_url(settings.redis_url)
     key = PENDING_KEY.format(project)
-    if (r.get(key) or b"").decode() == job_id:
-        r.delete(key)
+    try:
+        r = connect(settings.redis_url, settings.redis_timeout)
+        if (r.get(key) or b"").decode() == job_id:
+            r.delete(key)
+    except RedisError as exc:  # the mark then names a started job, which the next submit takes over
+        log.warning("project %s: could not clear the pending mark: %s", project, type(exc).__name__)
+
+
+# ------------------------------------------------------------------------------------------ locks
+def _renew(lock, stop: threading.Event, project: str) -> None:
+    while not stop.wait(LOCK_TTL_S / 3):
+        try:
+            lock.reacquire()
+        except Exception as exc:  # Redis gone or the lock expired: the file store still holds the model safely
+            log.warning("project %s: could not renew the training lock: %s", project, type(exc).__name__)
 
 
 @contextmanager
 def project_lock(settings: Settings, store: ModelStore, project: str, timeout: float = 6 * 3600) -> Iterator[None]:
-    """Serialise training per project, across processes (file lock) and machines (Redis lock)."""
-    if settings.redis_url:
-        from redis import Redis
+    """Serialise training per project, across processes (file lock) and machines (Redis lock).
 
-        lock = Redis.from_url(settings.redis_url).lock(LOCK_KEY.format(project), timeout=timeout,
-                                                       blocking_timeout=timeout)
+    The Redis lock lives LOCK_TTL_S and is renewed by a thread while its holder lives, so a killed holder
+    frees it within LOCK_TTL_S instead of blocking the project for hours.
+    """
+    if settings.redis_url:
+        from albackend.redisconn import connect
+
+        lock = connect(settings.redis_url, settings.redis_timeout).lock(
+            LOCK_KEY.format(project), timeout=LOCK_TTL_S, blocking_timeout=timeout, thread_local=False)
         if not lock.acquire():
             raise TimeoutError(f"another training job holds project {project} for too long")
+        stop = threading.Event()
+        renewer = threading.Thread(target=_renew, args=(lock, stop, project), daemon=True, name=f"lock-{project}")
+        renewer.start()
         try:
             yield
         finally:
+            stop.set()
+            renewer.join(timeout=5)
             try:
                 lock.release()
             except Exception:
@@ -177,4 +365,3 @@ def project_lock(settings: Settings, store: ModelStore, project: str, timeout: f
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-

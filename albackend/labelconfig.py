@@ -50,7 +50,11 @@ def parse_label_config(xml: str) -> TaskSpec:
     if not isinstance(xml, str) or not xml.strip():
         raise ConfigError("label config is empty")
     try:
-        root = ET.fromstring(xml)
+        data = xml.encode("utf-8")  # expat encodes str input itself and fails on a lone surrogate
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"label config is not valid Unicode (lone surrogate at character {exc.start})") from None
+    try:
+        root = ET.fromstring(data)
     except ET.ParseError as exc:
         raise ConfigError(f"label config is not valid XML: {exc}") from exc
 

@@ -1,6 +1,7 @@
 """Label Studio REST client: the few calls the backend makes back to LS.
 
-Errors become `LabelStudioError` with a message safe to log (the token never appears in it).
+Errors become `LabelStudioError` with a message safe to log: the token (and any access token derived from it) is
+redacted from everything LS (or a proxy in front of it) sends back, and credentials in the URL are never shown.
 
 Both token kinds of LS 1.23 work: a legacy token (``Authorization: Token <key>``) and a personal access token
 (a JWT refresh token, exchanged at ``POST /api/token/refresh/`` for a short-lived access token sent as
@@ -19,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -30,6 +32,26 @@ class LabelStudioError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+REDACTED = "[REDACTED]"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret (at least 4 characters; shorter ones would blank ordinary words) replaced."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def display_url(url: str) -> str:
+    """The URL without user:password@, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class LabelStudioClient:
@@ -49,9 +71,15 @@ class LabelStudioClient:
             self.session.headers["Authorization"] = f"Token {api_key}"
         self.timeout = timeout
         self.bytes_received = 0
+        self._secrets = [api_key, urlsplit(self.url).password or ""]
 
     def __repr__(self) -> str:
-        return f"LabelStudioClient({self.url!r})"
+        return f"LabelStudioClient({display_url(self.url)!r})"
+
+    def _error(self, message: str, status: int | None = None) -> LabelStudioError:
+        """An error whose message names no secret, however LS or a proxy echoed the request."""
+        shown = display_url(self.url)
+        return LabelStudioError(redact(message.replace(self.url, shown), self._secrets), status)
 
     def _refresh_access_token(self) -> None:
         """Exchange the personal access token for a fresh access token (LS gives ~5 minutes)."""
@@ -64,8 +92,9 @@ class LabelStudioClient:
                 except ValueError:
                     access = None
             if not access:
-                raise LabelStudioError(f"Label Studio refused the personal access token ({resp.status_code} on "
-                                       "/api/token/refresh/)", resp.status_code)
+                raise self._error(f"Label Studio refused the personal access token ({resp.status_code} on "
+                                  "/api/token/refresh/)", resp.status_code)
+            self._secrets.append(str(access))
             self.session.headers["Authorization"] = f"Bearer {access}"
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -75,7 +104,7 @@ class LabelStudioClient:
             try:
                 resp = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
             except requests.RequestException as exc:
-                raise LabelStudioError(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
+                raise self._error(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
             self.bytes_received += len(resp.content or b"")
             if resp.status_code < 500 or pause is None:
                 return resp
@@ -91,20 +120,21 @@ class LabelStudioClient:
             self._refresh_access_token()
             resp = self._send(method, path, **kwargs)
         if resp.status_code in (401, 403):
-            raise LabelStudioError(f"Label Studio refused the API key ({resp.status_code} on {path}); use a "
-                                   "personal access token, or a legacy token with --enable-legacy-api-token",
-                                   resp.status_code)
+            raise self._error(f"Label Studio refused the API key ({resp.status_code} on {path}); use a "
+                              "personal access token, or a legacy token with --enable-legacy-api-token",
+                              resp.status_code)
         if resp.status_code == 404:
-            raise LabelStudioError(f"not found in Label Studio: {method} {path}", 404)
-        if resp.status_code >= 400:
-            raise LabelStudioError(f"Label Studio answered {resp.status_code} to {method} {path}: "
-                                   f"{resp.text[:300]}", resp.status_code)
+            raise self._error(f"not found in Label Studio: {method} {path}", 404)
+        if resp.status_code >= 400:  # redact the whole body before cutting it: a cut key would leak its prefix
+            body = redact(resp.text, self._secrets)[:300]
+            raise self._error(f"Label Studio answered {resp.status_code} to {method} {path}: {body}",
+                              resp.status_code)
         if not resp.content:
             return None
         try:
             return resp.json()
         except ValueError:
-            raise LabelStudioError(f"Label Studio sent non-JSON to {method} {path}") from None
+            raise self._error(f"Label Studio sent non-JSON to {method} {path}") from None
 
     def get_project(self, project: int | str) -> dict:
         return self._call("GET", f"/api/projects/{project}")  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from albackend.examples import TaskError, task_text
+from albackend.examples import TaskError, int64_id, task_text
 from albackend.models.acquisition import AcquisitionModel
 from albackend.predictions import load_mahalanobis
 from albackend.predstore import PredictionStore
@@ -80,7 +80,7 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
         for i, r in zip(to_score, fresh):
             results[i] = r
         ids = [tasks[i].get("id") for i in to_score]
-        known = [(j, t) for j, t in enumerate(ids) if isinstance(t, int)]
+        known = [(j, t) for j, t in enumerate(ids) if int64_id(t) is not None]
         if known:
             PredictionStore(store.project_dir(project) / "predictions.sqlite").put(
                 (t, version, fresh[j]["score"], fresh[j]["result"]) for j, t in known)
@@ -106,7 +106,7 @@ def _serve_from_store(settings: Settings, store: ModelStore, project: str, tasks
     fresh: list[int] = []  # tasks without an integer id, or repeating one: scored now, never left unanswered
     for i in texts:
         tid = tasks[i].get("id")
-        if isinstance(tid, int) and tid not in idx_by_id:
+        if int64_id(tid) is not None and tid not in idx_by_id:
             idx_by_id[tid] = i
         else:
             fresh.append(i)

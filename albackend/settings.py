@@ -40,6 +40,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
     "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
+    "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
+    "BODY_READ_TIMEOUT_S": ("10", "A client silent this long while sending its request body is dropped (408), so slow clients cannot hold threads; 0 = never."),
+    "REDIS_TIMEOUT": ("2", "Seconds any single Redis call may take (connect and read); past it the web answers 503, /status shows the stored record."),
+    "JOB_HISTORY": ("50", "Job records kept per project (older ones are deleted when a job is queued)."),
     "BASIC_AUTH_USER": ("", "If set with BASIC_AUTH_PASS, every endpoint requires HTTP basic auth."),
     "BASIC_AUTH_PASS": ("", "Password for BASIC_AUTH_USER."),
     "SEED": ("42", "Seed for training, subsampling and splits."),
@@ -89,6 +93,10 @@ class Settings:
     keep_prediction_versions: int
     retrain_every: int
     set_sampling: bool
+    max_request_mb: float
+    body_read_timeout_s: float
+    redis_timeout: float
+    job_history: int
     basic_auth_user: str
     basic_auth_pass: str = field(repr=False)
     seed: int
@@ -135,6 +143,10 @@ class Settings:
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
             set_sampling=_bool(_get("SET_SAMPLING")),
+            max_request_mb=float(num("MAX_REQUEST_MB", float)),
+            body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
+            redis_timeout=float(num("REDIS_TIMEOUT", float)),
+            job_history=int(num("JOB_HISTORY", int)),
             basic_auth_user=_get("BASIC_AUTH_USER"),
             basic_auth_pass=_get("BASIC_AUTH_PASS"),
             seed=int(num("SEED", int)),

@@ -30,6 +30,7 @@ from rq.job import Job
 from albackend.examples import TaskError, task_text
 from albackend.models.acquisition import AcquisitionModel
 from albackend.predictions import load_mahalanobis
+from albackend.redisconn import connect
 from albackend.rescoring import score_texts
 from albackend.settings import Settings
 from albackend.store import ModelStore
@@ -147,7 +148,7 @@ def shard_job(project: str, version: str, round_id: str) -> dict:
     """RQ helper: score shards of one round with the published model ``version`` until none is left."""
     settings = Settings.from_env()
     store = ModelStore(settings.model_dir)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    redis = connect(settings.redis_url, max(settings.redis_timeout, 10.0))
     directory = store.project_dir(project) / "shards" / round_id
     job = get_current_job()
     owner = job.id if job is not None else f"pid{os.getpid()}"

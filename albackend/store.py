@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# What Label Studio sends: the bare integer id, or "<id>.<created timestamp>" in /setup. 18 digits keep
+# every key a signed 64-bit integer and far below any file-name limit.
+_PROJECT = re.compile(r"([0-9]{1,18})(?:\.[0-9]{1,20})*")
 KEEP_VERSIONS = 3
 
 
@@ -48,11 +51,31 @@ def json_default(o: object) -> object:
 
 
 def project_key(project: object) -> str:
-    """LS sends "<id>.<created_ts>" in /setup and the bare id elsewhere: the id alone names the project."""
-    key = str(project).split(".")[0].strip()
-    if not key or _SAFE.search(key):
-        raise ValueError(f"invalid project id {project!r}")
-    return key
+    """LS sends "<id>.<created_ts>" in /setup and the bare id elsewhere: the id alone names the project.
+
+    Only those two forms are accepted: anything else ("1.abc", 1e400, "-rf", 300 digits) would alias another
+    project, name a strange directory or exceed the file-name limit.
+    """
+    if isinstance(project, int) and not isinstance(project, bool) and 0 <= project < 10**18:
+        return str(project)
+    match = _PROJECT.fullmatch(project) if isinstance(project, str) else None
+    if match is None:
+        raise ValueError(f"invalid project id {_shorten(project)}: expected <int> or <int>.<timestamp>")
+    return str(int(match.group(1)))
+
+
+def _shorten(value: object, limit: int = 40) -> str:
+    """repr() cut to a readable length: error messages must not echo a megabyte of input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _mtime(path: Path) -> float:
+    """mtime, or 0 for a file another process removed meanwhile (job records are pruned concurrently)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class ModelStore:
@@ -90,7 +113,9 @@ class ModelStore:
 
     def all_projects(self) -> list[str]:
         pdir = self.root / "projects"
-        return sorted(p.name for p in pdir.iterdir() if p.is_dir()) if pdir.is_dir() else []
+        if not pdir.is_dir():
+            return []
+        return sorted(p.name for p in pdir.iterdir() if p.is_dir() and _PROJECT.fullmatch(p.name))
 
     def next_version_name(self, project: object, iteration: int, prefix: str = "al") -> str:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
@@ -135,6 +160,20 @@ class ModelStore:
     def write_job(self, project: object, record: dict) -> None:
         atomic_write_text(self.project_dir(project) / "jobs" / f"{record['id']}.json", json.dumps(record, default=str))
 
+    def prune_jobs(self, project: object, keep: int) -> int:
+        """Delete all but the newest `keep` job records (and stray heartbeats); returns how many went."""
+        jdir = self.project_dir(project) / "jobs"
+        if keep <= 0 or not jdir.is_dir():
+            return 0
+        files = sorted(jdir.glob("*.json"), key=_mtime, reverse=True)[keep:]
+        for f in files:
+            for path in (f, f.with_suffix(".beat")):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+        return len(files)
+
     def read_job(self, project: object, job_id: str) -> dict | None:
         try:
             return json.loads((self.project_dir(project) / "jobs" / f"{_SAFE.sub('_', job_id)}.json").read_text())
@@ -145,7 +184,7 @@ class ModelStore:
         jdir = self.project_dir(project) / "jobs"
         if not jdir.is_dir():
             return []
-        files = sorted(jdir.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+        files = sorted(jdir.glob("*.json"), key=_mtime, reverse=True)[:limit]
         out = []
         for f in files:
             try:

@@ -49,12 +49,19 @@ def save_connection(store: ModelStore, project: str, hostname: str, access_token
 
 
 def ls_client(settings: Settings, store: ModelStore, project: str) -> LabelStudioClient:
+    """The client for calling LS back. The host rule: the environment's API key is only ever sent to the
+    environment's LABEL_STUDIO_URL, never to a hostname that arrived in a /setup request (anyone who can
+    reach /setup could name their own host and collect the key; it would also be an SSRF)."""
     try:
         conn = json.loads((store.project_dir(project) / "connection.json").read_text())
     except (OSError, ValueError):
         conn = {}
-    return LabelStudioClient(settings.label_studio_url or conn.get("hostname", ""),
-                             settings.label_studio_api_key or conn.get("access_token", ""))
+    if settings.label_studio_api_key:
+        if not settings.label_studio_url:
+            raise LabelStudioError("LABEL_STUDIO_API_KEY is set but LABEL_STUDIO_URL is not: the key is only sent "
+                                   "to LABEL_STUDIO_URL, never to a hostname sent in /setup; set LABEL_STUDIO_URL")
+        return LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+    return LabelStudioClient(settings.label_studio_url or conn.get("hostname", ""), conn.get("access_token", ""))
 
 
 def train_config(settings: Settings, spec: TaskSpec) -> TrainConfig:
@@ -172,10 +179,7 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(settings.model_dir)
-    record = store.read_job(project, job_id) or jobs.queued_record(job_id, project, "unknown")
-    record.update(state="running", started_at=time.time())
-    store.write_job(project, record)
-    jobs.clear_pending(settings, project, job_id)
+    record = jobs.start_record(settings, store, project, job_id)  # running, heartbeat, pending cleared
     stats: dict = {"seconds": {}}
 
     def progress(figures: dict) -> None:
@@ -188,13 +192,11 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
         record.update(state="finished", stats=stats)
     except (TrainingSkipped, ConfigError, LabelStudioError, ModelNotFound, ValueError) as exc:
         log.warning("project %s: training job %s did not publish a model: %s", project, job_id, exc)
-        record.update(state="failed", reason=f"{type(exc).__name__}: {exc}", stats=stats)
+        record.update(state="failed", reason=jobs.failure_reason(exc), stats=stats)
     except Exception as exc:
         log.exception("project %s: training job %s crashed", project, job_id)
-        record.update(state="failed", reason=f"{type(exc).__name__}: {exc}", stats=stats)
-    finally:
-        record.update(finished_at=time.time())
-        record["duration_s"] = round(record["finished_at"] - (record.get("started_at") or record["finished_at"]), 3)
-        store.write_job(project, record)
+        record.update(state="failed", reason=jobs.failure_reason(exc), stats=stats)
+    finally:  # redacted, JSON-safe, heartbeat stopped
+        record = jobs.finish_record(settings, store, project, record)
     log.info("project %s: job %s %s in %.1fs", project, job_id, record["state"], record["duration_s"])
     return record

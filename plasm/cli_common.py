@@ -30,12 +30,13 @@ def connect_redis(url: str):
     """A connected Redis client, or CLIError naming the URL (without any password)."""
     if not url:
         raise CLIError("no Redis URL: set REDIS_URL or pass --redis-url (or use --sync to run in this process)")
-    from redis import Redis
     from redis.exceptions import RedisError
+
+    from albackend.redisconn import connect
 
     safe = safe_url(url)
     try:
-        conn = Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+        conn = connect(url, 5.0)
         conn.ping()
     except (RedisError, ValueError, OSError) as exc:
         raise CLIError(f"cannot reach Redis at {safe}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -375,9 +375,10 @@ def cli_main(args: argparse.Namespace) -> int:
     redis_url = os.environ.get("REDIS_URL", "")
     if not args.sync and redis_url:
         try:
-            from redis import Redis
             from rq import Queue
-            conn = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=5)
+
+            from albackend.redisconn import connect
+            conn = connect(redis_url, 5.0)
             conn.ping()
             job_id = f"distil-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{os.urandom(4).hex()}"
             Queue(os.environ.get("RQ_QUEUE", "albackend"), connection=conn).enqueue(

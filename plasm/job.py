@@ -249,11 +249,12 @@ def job_status(job_id: str, *, redis_url: str | None = None, model_dir: str | Pa
 
 
 def _rq_status(job_id: str, redis_url: str) -> dict | None:
-    from redis import Redis
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    conn = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+    from albackend.redisconn import connect
+
+    conn = connect(redis_url, 5.0)
     try:
         job = Job.fetch(job_id, connection=conn)
     except NoSuchJobError:
@@ -289,11 +290,12 @@ def list_jobs(*, redis_url: str | None, queue: str, model_dir: str | Path | None
     """Recent PLASM runs: RQ jobs of the queue (every registry) plus local run directories, newest first."""
     records: dict[str, dict] = {}
     if redis_url:
-        from redis import Redis
         from rq import Queue
         from rq.job import Job
 
-        conn = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+        from albackend.redisconn import connect
+
+        conn = connect(redis_url, 5.0)
         q = Queue(queue, connection=conn)
         ids: list[str] = list(q.get_job_ids())
         for reg in (q.started_job_registry, q.finished_job_registry, q.failed_job_registry,

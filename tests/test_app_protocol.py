@@ -16,18 +16,13 @@ import pytest
 
 from albackend import jobs
 from albackend.app import create_app
-from albackend.labelconfig import parse_label_config
 from albackend.models.acquisition import AcquisitionModel
 from albackend.settings import Settings
 from albackend.store import ModelStore
 from albackend.taskstore import TaskStore
-from albackend.training import train_and_publish
+from tests.support.published import CLS_CONFIG, NER_CONFIG, labeled, publish_tiny_models
 from tests.support.services import free_port
 
-CLS_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
-              '<Choice value="Sports"/><Choice value="Politics"/></Choices></View>')
-NER_CONFIG = ('<View><Labels name="ner" toName="text"><Label value="PER"/><Label value="LOC"/></Labels>'
-              '<Text name="text" value="$text"/></View>')
 IMAGE_CONFIG = ('<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
                 '<Choice value="cat"/><Choice value="dog"/></Choices></View>')
 TOKEN = "ls-token-abcdef-123456"
@@ -56,30 +51,11 @@ def client(settings):
     return create_app(settings).test_client()
 
 
-def labeled(i: int, label: str) -> dict:
-    words = {"Sports": "match goal striker league", "Politics": "vote senate minister budget"}[label]
-    return {"id": i, "data": {"text": f"{words} {i}"}, "annotations": [{"id": i, "result": [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]}]}
-
-
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, tiny):
     """A model store with a trained classifier for project 12 and a trained tagger for project 13."""
     root = tmp_path_factory.mktemp("published")
-    s = make_settings(root, tiny)
-    store = ModelStore(root)
-    tasks = [labeled(i, "Sports" if i % 2 else "Politics") for i in range(1, 11)]
-    _, cls_info = train_and_publish(s, store, "12", parse_label_config(CLS_CONFIG), tasks, {"seconds": {}})
-    ner_tasks = []
-    for i in range(8):
-        text = "Bob visited Paris"
-        ner_tasks.append({"id": 100 + i, "data": {"text": text}, "annotations": [{"id": i, "result": [
-            {"from_name": "ner", "to_name": "text", "type": "labels",
-             "value": {"start": 0, "end": 3, "labels": ["PER"]}},
-            {"from_name": "ner", "to_name": "text", "type": "labels",
-             "value": {"start": 12, "end": 17, "labels": ["LOC"]}}]}]})
-    ner_s = dataclasses.replace(s, train_min_steps=60, train_lr=5e-3)
-    _, ner_info = train_and_publish(ner_s, store, "13", parse_label_config(NER_CONFIG), ner_tasks, {"seconds": {}})
+    cls_info, ner_info = publish_tiny_models(make_settings(root, tiny), root)
     return root, cls_info, ner_info
 
 

@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.device import pick_device, seed_everything
-from albackend.models.infer import encode, run_model
+from albackend.models.infer import clip_chars, encode, run_model
 from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig, fine_tune
 from albackend.tagging import align_labels, decode_spans, tag_names
@@ -100,7 +100,7 @@ class AcquisitionModel:
 
     # ---- training -------------------------------------------------------------------------------------
     def features(self, examples: Sequence[Example]) -> list[dict]:
-        texts = [e.text for e in examples]
+        texts = clip_chars([e.text for e in examples], self.max_length)
         if self.spec.kind == "tagging":
             enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
             return [{"input_ids": enc["input_ids"][i],

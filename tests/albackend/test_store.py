@@ -28,13 +28,16 @@ def build(store: ModelStore, project, name: str, iteration: int, payload: str = 
 # ------------------------------------------------------------------------------------------ project_key
 
 
-@pytest.mark.parametrize("raw, key", [("12.1712345", "12"), ("12", "12"), (12, "12"), (" 7 ", "7"),
-                                      ("3.1764000000.5", "3"), ("my-proj_1", "my-proj_1")])
+@pytest.mark.parametrize("raw, key", [("12.1712345", "12"), ("12", "12"), (12, "12"), ("007", "7"),
+                                      ("3.1764000000.5", "3"), ("9" * 18, "9" * 18)])
 def test_project_key(raw, key):
     assert project_key(raw) == key
 
 
-@pytest.mark.parametrize("raw", ["../x", "..", "", "   ", "a/b", "x/../y", "/etc", "a b", "a\\b", "é"])
+@pytest.mark.parametrize("raw", ["../x", "..", "", "   ", "a/b", "x/../y", "/etc", "a b", "a\\b", "é",
+                                 # aliases, non-finite floats, option-like names and over-long ids (issue 10)
+                                 "1.abc", "1.", ".5", 1.5, float("inf"), "1e400", "-rf", "-1", -1, True, None,
+                                 "1" * 300, 10**300, -(2**63), "my-proj_1", " 7 ", "٣"])
 def test_project_key_rejects(raw):
     with pytest.raises(ValueError, match="invalid project id"):
         project_key(raw)

@@ -351,18 +351,23 @@ def start_rq_worker(redis_url: str, env: Mapping[str, str] | None = None, queue:
 
 
 # --------------------------------------------------------------------------------------------- gunicorn
-def start_gunicorn(env: Mapping[str, str] | None = None, port: int | None = None, workers: int = 1,
-                   threads: int = 4, *, workdir: Path | str = REPO_ROOT, app: str = "_wsgi:app",
-                   log_dir: Path | str | None = None, timeout: float = 120.0) -> Service:
+def start_gunicorn(env: Mapping[str, str] | None = None, port: int | None = None, workers: int | None = 1,
+                   threads: int | None = 4, *, workdir: Path | str = REPO_ROOT, app: str = "_wsgi:app",
+                   log_dir: Path | str | None = None, timeout: float = 120.0, config: str | None = None) -> Service:
     """gunicorn -b 127.0.0.1:PORT --workers N --threads T --timeout 300 _wsgi:app, from the repo root.
 
+    gunicorn also reads ``gunicorn.conf.py`` from the repo root (the shipped settings); ``config`` names another
+    file (``/dev/null``: gunicorn's own defaults), and ``workers``/``threads`` None leave the file's values.
     Waits until ``GET /health`` answers with any status < 500 (401 counts: basic auth may guard it).
     """
     port = port or free_port()
     log_dir = _log_dir(log_dir, "gunicorn")
-    argv = [backend_python(), "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--threads", str(threads), "--timeout", "300", "--graceful-timeout", "5", "--access-logfile", "-",
-            "--error-logfile", "-", app]
+    argv = [backend_python(), "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--timeout", "300",
+            "--graceful-timeout", "5", "--access-logfile", "-", "--error-logfile", "-"]
+    argv += ["--workers", str(workers)] if workers is not None else []
+    argv += ["--threads", str(threads)] if threads is not None else []
+    argv += ["-c", config] if config else []
+    argv.append(app)
     url = f"http://127.0.0.1:{port}"
     svc = _spawn("gunicorn", argv, log_dir / f"gunicorn-{port}.log", env=backend_env(env), cwd=workdir,
                  port=port, url=url)

@@ -1,0 +1,16 @@
+"""gunicorn settings for the backend; gunicorn reads this file from the working directory by itself.
+
+Slow clients: gthread hands each connection to a thread that reads the request, so a client that sends its
+headers and half a body holds a thread. With 128 threads per worker, 64 such clients leave /health and
+/predict their own threads (bench/slow_clients.py measures it), and the app drops a client that stays silent
+mid-body for 10 s (albackend.app.BODY_READ_TIMEOUT_S), so more of them cannot hold threads for long either.
+On the open internet put a buffering reverse proxy (nginx) in front: it absorbs slow clients entirely.
+"""
+worker_class = "gthread"
+threads = 128
+timeout = 300           # a worker that stops heart-beating this long is restarted
+graceful_timeout = 30
+keepalive = 5
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
