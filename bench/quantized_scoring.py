@@ -44,6 +44,7 @@ from albackend.models.acquisition import AcquisitionModel  # noqa: E402
 from albackend.models.infer import encode  # noqa: E402
 from albackend.models.train import collate  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
+from albackend.strategies import fit_mahalanobis, mahalanobis  # noqa: E402
 from albackend.training import train_config  # noqa: E402
 
 VARIANTS = ("fp32", "int8", "onnx-fp32", "onnx-int8")
@@ -151,6 +152,22 @@ def ort_scorer(path: Path, model: AcquisitionModel, batch_size: int, threads: in
     return score
 
 
+def mahalanobis_agreement(model: AcquisitionModel, gold_rows: list, texts: list[str], batch_size: int) -> dict:
+    """int8 vs fp32 for the Mahalanobis strategy (untimed): each precision fits the class Gaussians on its own
+    gold embeddings, as a retrain does, then scores ``texts``; agreement of the distances (far = uncertain)."""
+    labels = np.array([r.label for r in gold_rows])
+    dist = {}
+    for precision in ("fp32", "int8"):
+        view = AcquisitionModel(model.spec, model.tokenizer, model.model, model.meta, model.device, model.max_length,
+                                scoring_precision=precision)
+        fit = fit_mahalanobis(view.predict([r.text for r in gold_rows], batch_size=batch_size,
+                                           embeddings=True).embeddings, labels)
+        dist[precision] = mahalanobis(view.predict(texts, batch_size=batch_size, embeddings=True).embeddings, fit)
+    return {"n_texts": len(texts), "spearman": spearman(dist["fp32"], dist["int8"]),
+            "top10_overlap": top_overlap(dist["fp32"], dist["int8"]),
+            "mean_rel_ddist": float(np.mean(np.abs(dist["int8"] - dist["fp32"]) / np.maximum(dist["fp32"], 1e-12)))}
+
+
 # --------------------------------------------------------------------------------------------- timing
 def interleaved(scorers: dict[str, Scorer], texts: list[str], chunks: int, repeats: int) -> dict:
     """Score every chunk with every variant back to back (rotating order); sums per variant."""
@@ -208,6 +225,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--min-steps", type=int, default=60)
+    ap.add_argument("--mahalanobis-n", type=int, default=2000,
+                    help="pool texts for the untimed int8-vs-fp32 Mahalanobis check (0 = skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/out/quantized_scoring.json"))
     args = ap.parse_args(argv)
@@ -285,7 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
                                     "load_1m_mean": float(np.mean(run["load_1m"])),
                                     "load_1m_max": float(np.max(run["load_1m"]))}
         torch.set_num_threads(default_threads)
-    result = report(args, runs, skipped, convert, tstats, len(gold_rows), len(texts), uptime_start)
+    maha = (mahalanobis_agreement(model, gold_rows, texts[:args.mahalanobis_n], args.batch_size)
+            if args.mahalanobis_n > 0 and "int8" in args.variants else None)
+    result = report(args, runs, skipped, convert, tstats, len(gold_rows), len(texts), uptime_start, maha)
     bc.write_json(args.out, result)
     return result
 
@@ -296,7 +317,7 @@ def recommend(variants: dict) -> str:
 
 
 def report(args, runs: dict, skipped: dict, convert: dict, tstats: dict, n_gold: int, n_pool: int,
-           load_start: tuple) -> dict:
+           load_start: tuple, maha: dict | None) -> dict:
     for t, run in runs.items():
         bc.print_table(
             f"{n_pool:,} texts, {t} thread(s), batch {args.batch_size}, {args.chunks} interleaved chunks x "
@@ -313,6 +334,9 @@ def report(args, runs: dict, skipped: dict, convert: dict, tstats: dict, n_gold:
         print(f"  {v}: skipped, {why}")
     if convert:
         print(f"  ONNX export + ORT quantization: {convert['onnx_export_and_quantize_s']:.1f} s")
+    if maha:
+        print(f"  Mahalanobis, int8 vs fp32 on {maha['n_texts']:,} texts: Spearman {maha['spearman']:.4f}, top-10% "
+              f"overlap {maha['top10_overlap']:.3f}, mean relative |d distance| {maha['mean_rel_ddist']:.4f}")
     recs = [recommend(run["variants"]) for run in runs.values()]
     rec = "int8" if recs and all(r == "int8" for r in recs) else "fp32"  # must pass at every thread count
     load_end = os.getloadavg()
@@ -321,7 +345,7 @@ def report(args, runs: dict, skipped: dict, convert: dict, tstats: dict, n_gold:
     return {"benchmark": "quantized_scoring", "model": args.model, "n_gold": n_gold, "pool_size": n_pool,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "criteria": CRITERIA, "training": tstats, "runs_by_threads": runs, "skipped": skipped,
-            "conversion": convert, "recommended_auto": rec, "load_average_start": list(load_start),
+            "conversion": convert, "mahalanobis": maha, "recommended_auto": rec, "load_average_start": list(load_start),
             "load_average_end": list(load_end), "machine": bc.machine_info()}
 
 

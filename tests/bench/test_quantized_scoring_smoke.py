@@ -25,7 +25,7 @@ def test_quantized_scoring_smoke(tiny_model, pool_csv, tmp_path):  # noqa: F811
     d = run_main("quantized_scoring.py", ["--model", str(tiny_model), "--pool-csv", str(pool_csv), "--pool-size", "0",
                                           "--gold", "16", "--chunks", "3", "--repeats", "2", "--threads", "1",
                                           "--min-steps", "2", "--epochs", "1", "--max-length", "64",
-                                          "--batch-size", "8"],
+                                          "--batch-size", "8", "--mahalanobis-n", "40"],
                  tmp_path / "q.json")
     assert d["pool_size"] == 80 and d["n_gold"] == 16
     variants = d["runs_by_threads"]["1"]["variants"]
@@ -42,6 +42,7 @@ def test_quantized_scoring_smoke(tiny_model, pool_csv, tmp_path):  # noqa: F811
         assert variants["onnx-fp32"]["max_abs_dprob"] < 1e-4
     assert variants["int8"]["max_abs_dprob"] > 0  # a real int8 computation
     assert d["recommended_auto"] in ("fp32", "int8")
+    assert d["mahalanobis"]["n_texts"] == 40 and -1 <= d["mahalanobis"]["spearman"] <= 1
     assert len(d["load_average_start"]) == 3 and d["runs_by_threads"]["1"]["derive_s"]["int8"] > 0
 
 
