@@ -90,11 +90,15 @@ class ScoringPrecision:
         self._lock = threading.Lock()
         self._cache: tuple[int, tuple[int, int], torch.nn.Module] | None = None
         self._failed: tuple[int, tuple[int, int], str] | None = None
+        self._told = False  # the "int8 ignored on this device" notice is logged once
 
     def module(self, model: torch.nn.Module, device: torch.device, kind: str) -> tuple[torch.nn.Module, str]:
         """(module to score with, effective precision). Falls back to fp32, logging why, if int8 fails."""
         precision, why = resolve_precision(self.requested, device, kind)
         if precision == "fp32":
+            if self.requested == "int8" and not self._told:
+                log.info("SCORING_PRECISION=int8 ignored: %s", why)
+                self._told = True
             return model, "fp32"
         key = (id(model), _weight_stamp(model))
         with self._lock:

@@ -104,11 +104,14 @@ def test_gpu_keeps_bf16_autocast(requested):
     assert ("CPU-only" in why) == (requested == "int8")
 
 
-def test_gpu_model_never_derives_int8(tiny):
+def test_gpu_model_never_derives_int8(tiny, caplog):
     model = AcquisitionModel.create(tiny, CLS, device="cpu", max_length=32)
     scoring = prec.ScoringPrecision("int8")
-    net, got = scoring.module(model.model, CUDA, "classification")  # resolution only: nothing runs on CUDA here
-    assert net is model.model and got == "fp32"
+    with caplog.at_level(logging.INFO, logger="albackend.models.precision"):
+        for _ in range(3):  # resolution only: nothing runs on CUDA here
+            net, got = scoring.module(model.model, CUDA, "classification")
+            assert net is model.model and got == "fp32"
+    assert caplog.text.count("SCORING_PRECISION=int8 ignored") == 1
 
 
 # ------------------------------------------------------------------------------------ int8 vs fp32
