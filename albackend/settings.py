@@ -25,6 +25,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TRAIN_LR": ("0", "Learning rate; 0 = 5e-5 for tagging, 1e-4 for classification with small models."),
     "MAX_LENGTH": ("256", "Maximum sub-word length; longer texts are truncated (NER spans beyond it are not predicted)."),
     "INFER_BATCH_SIZE": ("64", "Batch size for pool scoring and /predict."),
+    "SCORING_PRECISION": ("auto", "CPU scoring (pool, /predict): fp32, int8 (dynamically quantized copy of the trained model) or auto = int8 where it kept the uncertainty ranking (classification), fp32 otherwise; the GPU always uses bf16 autocast."),
     "MAX_TEXT_CHARS": ("100000", "Texts longer than this are truncated before tokenization (several-MB tasks stay cheap)."),
     "UPS_ENABLED": ("true", "Unlabeled pool subsampling on; false = rescore the full pool after every retrain."),
     "UPS_GAMMA": ("0.1", "UPS: fraction of previously most uncertain tasks always rescored."),
@@ -50,6 +51,22 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("INFO", "Python log level."),
     "DEVICE": ("auto", "auto, cpu or cuda: auto uses the GPU (with bf16 autocast) when present."),
 }
+
+
+SCORING_PRECISIONS = ("auto", "fp32", "int8")
+
+
+def parse_scoring_precision(value: str) -> str:
+    """A valid SCORING_PRECISION value (case and surrounding blanks ignored), or a ValueError naming the choices."""
+    norm = str(value).strip().lower()
+    if norm not in SCORING_PRECISIONS:
+        raise ValueError(f"SCORING_PRECISION={value!r} is not one of {', '.join(SCORING_PRECISIONS)}")
+    return norm
+
+
+def scoring_precision_from_env() -> str:
+    """SCORING_PRECISION alone: models read it at create/load so that every caller scores the same way."""
+    return parse_scoring_precision(_get("SCORING_PRECISION"))
 
 
 def _get(name: str) -> str:
@@ -78,6 +95,7 @@ class Settings:
     train_lr: float
     max_length: int
     infer_batch_size: int
+    scoring_precision: str
     max_text_chars: int
     ups_enabled: bool
     ups_gamma: float
@@ -128,6 +146,7 @@ class Settings:
             train_lr=float(num("TRAIN_LR", float)),
             max_length=int(num("MAX_LENGTH", int)),
             infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
+            scoring_precision=scoring_precision_from_env(),
             max_text_chars=int(num("MAX_TEXT_CHARS", int)),
             ups_enabled=_bool(_get("UPS_ENABLED")),
             ups_gamma=float(num("UPS_GAMMA", float)),

@@ -21,8 +21,10 @@ from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.device import pick_device, seed_everything
 from albackend.models.infer import clip_chars, encode, run_model
+from albackend.models.precision import ScoringPrecision
 from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig, fine_tune
+from albackend.settings import scoring_precision_from_env
 from albackend.tagging import align_labels, decode_spans, tag_names
 
 log = logging.getLogger(__name__)
@@ -38,15 +40,27 @@ class Predictions:
     embeddings: np.ndarray | None = None
     n_tokens: int = 0
     seconds: float = 0.0
+    precision: str = "fp32"  # what scored them: "fp32" (bf16 autocast on CUDA) or "int8"
 
 
 class AcquisitionModel:
     """Encoder + head for one TaskSpec; train, score, save, load."""
 
     def __init__(self, spec: TaskSpec, tokenizer, model: torch.nn.Module, meta: dict, device: torch.device,
-                 max_length: int = 256):
+                 max_length: int = 256, scoring_precision: str | None = None):
         self.spec, self.tokenizer, self.model, self.meta = spec, tokenizer, model, meta
         self.device, self.max_length = device, max_length
+        # SCORING_PRECISION unless given: every model created or loaded scores the way the setting says.
+        self._scoring = ScoringPrecision(scoring_precision or scoring_precision_from_env())
+
+    @property
+    def scoring_precision(self) -> str:
+        """The requested scoring precision (auto | fp32 | int8); training always uses the fp32 weights."""
+        return self._scoring.requested
+
+    @scoring_precision.setter
+    def scoring_precision(self, value: str) -> None:
+        self._scoring = ScoringPrecision(value)
 
     @property
     def label_names(self) -> list[str]:
@@ -143,14 +157,20 @@ class AcquisitionModel:
         else:
             def head(logits, mask):
                 return torch.softmax(logits, -1).cpu().numpy()
-        outs, emb = run_model(self.model, enc.input_ids, batch_size=batch_size, device=self.device,
+        net, precision = self.scoring_module()
+        outs, emb = run_model(net, enc.input_ids, batch_size=batch_size, device=self.device,
                               pad_id=pad, head=head, embeddings=embeddings)
         if tagging:
             probs = [o[first] if len(first) else np.zeros((0, len(self.label_names)), np.float32)
                      for o, first in zip(outs, enc.word_first)]
-            return Predictions(probs, enc.word_ranges, emb, enc.n_tokens, time.perf_counter() - t0)
+            return Predictions(probs, enc.word_ranges, emb, enc.n_tokens, time.perf_counter() - t0, precision)
         probs = np.stack(outs) if outs else np.zeros((0, len(self.label_names)), np.float32)
-        return Predictions(probs.astype(np.float32), None, emb, enc.n_tokens, time.perf_counter() - t0)
+        return Predictions(probs.astype(np.float32), None, emb, enc.n_tokens, time.perf_counter() - t0, precision)
+
+    def scoring_module(self) -> tuple[torch.nn.Module, str]:
+        """(module that scores, "fp32" | "int8"): the int8 copy is derived from the current weights and cached."""
+        kind = "multi_label" if self.spec.kind == "classification" and self.spec.multi_label else self.spec.kind
+        return self._scoring.module(self.model, self.device, kind)
 
     def spans(self, text: str, word_ranges, word_probs: np.ndarray) -> list[tuple[int, int, str, float]]:
         return decode_spans(text, word_ranges, word_probs, self.spec.labels)

@@ -48,6 +48,12 @@ def ner_examples():
     return out
 
 
+@pytest.fixture
+def fp32_scoring(monkeypatch):
+    """Exact batch-independence is an fp32 property: int8 activation scales are per batch (test_precision.py)."""
+    monkeypatch.setenv("SCORING_PRECISION", "fp32")
+
+
 def create(tiny, spec, seed=7, max_length=64):
     return AcquisitionModel.create(tiny, spec, device="cpu", max_length=max_length, seed=seed)
 
@@ -109,6 +115,7 @@ def test_training_changes_the_model(tiny):
     assert not np.allclose(before, model.predict(TEXTS).probs)
 
 
+@pytest.mark.usefixtures("fp32_scoring")
 def test_predict_order_survives_length_sorting(tiny):
     model = create(tiny, CLS)
     batched = model.predict(TEXTS, batch_size=3)
@@ -128,6 +135,7 @@ def test_predict_empty_and_odd_texts(tiny):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.usefixtures("fp32_scoring")
 def test_embeddings_for_mahalanobis(tiny):
     model = create(tiny, CLS)
     preds = model.predict(TEXTS, batch_size=3, embeddings=True)
