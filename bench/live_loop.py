@@ -22,6 +22,7 @@ iteration is one click. Writes bench/out/live_loop/<name>.json and prints a Mark
 from __future__ import annotations
 
 import argparse
+import signal
 import os
 import random
 import sys
@@ -203,6 +204,7 @@ def table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the services it started (finally blocks)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", type=int, default=17321, help="tasks (the AG News pool, replicated beyond 17,321)")
     p.add_argument("--model", default="minilm-l6")

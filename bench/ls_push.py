@@ -7,6 +7,7 @@ Writes bench/out/ls_push.json; the backend's PUSH_BATCH default comes from this 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ def payloads(ids: list[int], version: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the services it started (finally blocks)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", type=int, default=5000)
     p.add_argument("--chunks", default="100,500,2000")

@@ -10,6 +10,7 @@ Writes bench/out/shard_scoring.json.
 from __future__ import annotations
 
 import argparse
+import signal
 import dataclasses
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from tests.support import services  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the services it started (finally blocks)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", type=int, default=4000)
     p.add_argument("--model", default="minilm-l6")
