@@ -52,9 +52,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
+from albackend.models.acquisition import AcquisitionModel
 from albackend.store import atomic_write_text, json_default
 from plasm.config import (SUCCESSOR_KEYWORDS, PlasmConfig, PlasmError, SuccessorChoice,  # noqa: F401 - re-exported
                           parse_successor, tracin_base, validate_config)
@@ -89,9 +91,6 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
     every 0.5 s); ``info`` holds ``stage_progress`` and the ``timings`` so far, plus step/loss while training.
     ``test`` (optional) is an external labelled set the teacher and successor are also scored on.
     """
-    import torch
-
-    from albackend.models.acquisition import AcquisitionModel
 
     validate_config(cfg, spec, check_models=True)
     out_dir = Path(out_dir)

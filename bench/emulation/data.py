@@ -26,7 +26,7 @@ import numpy as np
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
-from plasm.successors.vocab import tokenize
+from plasm.words import tokenize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Words = list[tuple[int, int]]
