@@ -18,7 +18,9 @@ from albackend.models.acquisition import META_FILE
 from plasm import cli
 from plasm import distil_job as Q
 from plasm.errors import SourceError
-from tests.albackend.models.test_distil import TEXTS, _one_thread, teachers  # noqa: F401 - fixtures
+from tests.albackend.models.test_distil import TEXTS, teachers  # noqa: F401 - the teachers fixture
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,17 +21,10 @@ from albackend.models import student as S
 from albackend.models.acquisition import META_FILE, AcquisitionModel
 from tests.support.tiny import make_tiny_bert
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TEXTS = [f"{w} news about {x} and the {y} market today" for w in ("oil", "stock", "team", "space", "vote")
          for x in ("prices", "games", "rockets", "elections", "banks", "players") for y in ("world", "tech")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared CPU: one torch thread is many times faster than contended OpenMP threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
