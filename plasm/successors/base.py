@@ -189,6 +189,37 @@ class ClassicalSuccessor:
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
 
+    def _check_fit_data(self, texts: list[str], targets: list, dev_texts, dev_targets) -> tuple[list, list]:
+        """Validate the training (and dev) data; the dev lists, empty when there is no dev set."""
+        if len(texts) != len(targets):
+            raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
+        if not texts:
+            raise ValueError("cannot fit on an empty training set")
+        self._validate_targets(texts, targets)
+        if dev_texts is None or len(dev_texts) == 0:
+            return [], []
+        if dev_targets is None or len(dev_targets) != len(dev_texts):
+            raise ValueError("dev_texts and dev_targets must have the same length")
+        dev_texts, dev_targets = list(dev_texts), list(dev_targets)
+        self._validate_targets(dev_texts, dev_targets)
+        return dev_texts, dev_targets
+
+    def _train_epoch(self, items: list, order: list[int], optimizer: torch.optim.Optimizer) -> list[float]:
+        """One pass over ``items`` in ``order``; the loss of each step."""
+        c, losses = self.config, []
+        self.model.train()
+        for i in range(0, len(order), c.batch_size):
+            batch = self._collate([items[j] for j in order[i:i + c.batch_size]])
+            with autocast(self.device):
+                loss = self._loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.clip_norm:
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        return losses
+
     def fit(self, texts: list[str], targets: list, *, dev_texts: list[str] | None = None,
             dev_targets: list | None = None, seed: int = 0, progress: bool = False) -> dict:
         """Train from scratch (new vocabulary, new weights); keep the best-on-dev weights when a dev set is given.
@@ -197,18 +228,8 @@ class ClassicalSuccessor:
         "train_examples", "device"}`` (``best_*`` are ``None`` without a dev set).
         """
         texts, targets = list(texts), list(targets)
-        if len(texts) != len(targets):
-            raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
-        if not texts:
-            raise ValueError("cannot fit on an empty training set")
-        self._validate_targets(texts, targets)
-        has_dev = dev_texts is not None and len(dev_texts) > 0
-        if has_dev:
-            if dev_targets is None or len(dev_targets) != len(dev_texts):
-                raise ValueError("dev_texts and dev_targets must have the same length")
-            dev_texts, dev_targets = list(dev_texts), list(dev_targets)
-            self._validate_targets(dev_texts, dev_targets)
-
+        dev_texts, dev_targets = self._check_fit_data(texts, targets, dev_texts, dev_targets)
+        has_dev = bool(dev_texts)
         start = time.perf_counter()
         seed_everything(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -226,20 +247,8 @@ class ClassicalSuccessor:
         steps, epochs_run, train_loss = 0, 0, math.nan
         best_metric, best_epoch, best_state, bad_epochs = -math.inf, None, None, 0
         for epoch in epochs_iter:
-            self.model.train()
-            order = torch.randperm(len(items), generator=generator).tolist()
-            losses = []
-            for i in range(0, len(order), c.batch_size):
-                batch = self._collate([items[j] for j in order[i:i + c.batch_size]])
-                with autocast(self.device):
-                    loss = self._loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.clip_norm:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-                optimizer.step()
-                steps += 1
-                losses.append(float(loss.detach()))
+            losses = self._train_epoch(items, torch.randperm(len(items), generator=generator).tolist(), optimizer)
+            steps += len(losses)
             epochs_run, train_loss = epoch, float(np.mean(losses))
             if has_dev:
                 metric = float(self._dev_metric(dev_texts, dev_targets))
