@@ -1,7 +1,7 @@
 """PLASM run options: :class:`PlasmConfig`, the successor choice and fail-fast validation.
 
-No training and no data here: the CLI checks every option (model names first, :func:`check_model_names`) before
-any slow step. Bad options raise :class:`plasm.errors.PlasmConfigError`.
+No training and no data here: the CLI checks every option (model names first, :mod:`plasm.names`) before any
+slow step. Bad options raise :class:`plasm.errors.PlasmConfigError`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from albackend.labelconfig import TaskSpec
-from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig
 from plasm.errors import PlasmConfigError, PlasmError
 from plasm.filters import FILTER_MODES
+from plasm.names import SUCCESSOR_KEYWORDS, SuccessorChoice, parse_successor, resolve_names
 from plasm.successors.bilstm import BiLSTMConfig
 from plasm.successors.cnn import CNNConfig
 from plasm.successors.hf import default_train_config
 from plasm.tracin import PARAM_MODES
 
-__all__ = ["PlasmConfig", "PlasmConfigError", "PlasmError", "check_model_names", "SuccessorChoice", "SUCCESSOR_KEYWORDS", "parse_successor", "tracin_base",
-           "validate_config"]
+__all__ = ["PlasmConfig", "PlasmConfigError", "PlasmError", "SuccessorChoice", "SUCCESSOR_KEYWORDS", "parse_successor",
+           "tracin_base", "validate_config"]
 
-SUCCESSOR_KEYWORDS = ("same-as-teacher", "cnn", "bilstm", "classical")
 
 
 def _check_options(given, cls, what: str) -> None:
@@ -100,41 +99,6 @@ class PlasmConfig:
         return dataclasses.replace(value, seed=self.seed)
 
 
-@dataclass(frozen=True)
-class SuccessorChoice:
-    kind: str  # "hf" | "cnn" | "bilstm"
-    model: str | None = None  # the HF model name for kind "hf"
-
-    def describe(self) -> str:
-        return f"hf:{self.model}" if self.kind == "hf" else self.kind
-
-
-def parse_successor(name: str, task_kind: str, teacher: str | None = None) -> SuccessorChoice:
-    """"hf:<model>" | "cnn" | "bilstm" | "classical" (CNN or BiLSTM by task) | "same-as-teacher" | "<model>"."""
-    if not isinstance(name, str) or not name.strip():
-        raise PlasmConfigError("empty successor name")
-    name = name.strip()
-    low = name.lower()
-    if low == "classical":
-        low = "bilstm" if task_kind == "tagging" else "cnn"
-    if low == "cnn":
-        if task_kind != "classification":
-            raise PlasmConfigError("the CNN successor is a text classifier; use 'bilstm' (or 'classical') for NER")
-        return SuccessorChoice("cnn")
-    if low == "bilstm":
-        if task_kind != "tagging":
-            raise PlasmConfigError("the BiLSTM successor is a tagger; use 'cnn' (or 'classical') for classification")
-        return SuccessorChoice("bilstm")
-    if low == "same-as-teacher":
-        return SuccessorChoice("hf", teacher)
-    if low.startswith("hf:"):
-        model = name[3:].strip()
-        if not model:
-            raise PlasmConfigError("'hf:' needs a model name, e.g. hf:mpnet")
-        return SuccessorChoice("hf", model)
-    return SuccessorChoice("hf", name)  # a bare model name: an HF encoder
-
-
 def tracin_base(cfg: PlasmConfig, task_kind: str) -> str:
     if cfg.tracin_model and cfg.tracin_model != "auto":
         return cfg.tracin_model
@@ -171,23 +135,4 @@ def validate_config(cfg: PlasmConfig, spec: TaskSpec, *, check_models: bool = Tr
             names["successor"] = choice.model
         if cfg.filter in ("tracin", "both"):
             names["tracin model"] = tracin_base(cfg, spec.kind)
-        _resolve_names(names)
-
-
-def check_model_names(cfg: PlasmConfig) -> None:
-    """The model names of the options alone (before the data says the task kind): fails in well under a second."""
-    names = {"teacher": cfg.teacher}
-    successor = cfg.successor.strip() if isinstance(cfg.successor, str) else ""
-    if successor.lower() not in SUCCESSOR_KEYWORDS:
-        names["successor"] = successor[3:].strip() if successor.lower().startswith("hf:") else successor
-    if cfg.tracin_model and cfg.tracin_model != "auto":
-        names["tracin model"] = cfg.tracin_model
-    _resolve_names(names)
-
-
-def _resolve_names(names: dict[str, str]) -> None:
-    for role, name in names.items():
-        try:
-            resolve_model(name)
-        except ModelNotFound as exc:
-            raise PlasmConfigError(f"{role}: {exc}") from None
+        resolve_names(names)

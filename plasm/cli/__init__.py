@@ -27,6 +27,7 @@ import sys
 
 from albackend import settings
 from plasm.cli.common import DEFAULT_TEACHER, EXIT_USER_ERROR
+from plasm.cli.options import precheck
 from plasm.errors import USER_ERRORS
 
 COMMANDS = {"run": "plasm.cli.run", "status": "plasm.cli.status", "list": "plasm.cli.listing",
@@ -172,10 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The command's module (torch, transformers for run and distil) is imported only now, after parsing: --help
-    # and a mistyped option answer at once. The one lazy import of the CLI (tests/test_architecture.py allows it).
-    command = importlib.import_module(COMMANDS[args.command])
     try:
+        precheck(args)  # model names, from the options alone
+        # The command's module (torch, transformers for run and distil) is imported only now, after parsing and
+        # the name checks: --help and a mistyped option or model name answer at once. The one lazy import of the
+        # CLI (tests/test_architecture.py allows it).
+        command = importlib.import_module(COMMANDS[args.command])
         return int(command.main(args) or 0)
     except USER_ERRORS as exc:  # anything else is a bug: its traceback propagates
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)

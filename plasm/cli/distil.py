@@ -1,7 +1,7 @@
 """``python -m plasm distil``: distil a student acquisition model here (``--sync``, or without REDIS_URL) and print
 its report, or enqueue :func:`plasm.distil_job.distil_job` on RQ and print the job id.
 
-The teacher's name is checked first, from the options alone, so a typo fails in seconds.
+The teacher's name is checked first, before torch is imported (:func:`plasm.cli.options.precheck`).
 """
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ import time
 from rq import Queue
 
 from albackend import settings
-from albackend.models.registry import resolve_model
 from albackend.models.runtime import configure_runtime
 from plasm import distil_job
 from plasm.cli.common import CLIError, connect_redis, safe_url
-from plasm.errors import PlasmConfigError
 
 EXIT_STOPPED = 3
 
@@ -71,11 +69,7 @@ def print_summary(report: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    configure_runtime()
-    try:
-        resolve_model(args.teacher)  # before Redis, the texts or any training
-    except ValueError as exc:
-        raise PlasmConfigError(f"teacher: {exc}") from None
+    configure_runtime()  # the teacher's name was checked before this module was imported (cli.options)
     params = params_from_args(args)
     redis_url = settings.env("REDIS_URL")
     if not args.sync and redis_url:

@@ -2,7 +2,7 @@
 execute it here with a progress bar (``--sync``).
 
 Everything a user can get wrong (model names, source, credentials, project id, options) is checked before the
-run is handed over; model names first, from the options alone, so a typo fails in seconds.
+run is handed over; model names first, by :func:`plasm.cli.options.precheck` before torch is imported.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from albackend.store import ModelStore
 from albackend.training import save_connection
 from plasm import job as plasm_job
 from plasm import runs, sources
-from plasm.cli.common import EXIT_RUN_FAILED, CLIError, connect_redis, model_dir, queue_name, resolve_teacher, safe_url
-from plasm.config import PlasmConfig, check_model_names, validate_config
+from plasm.cli.common import EXIT_RUN_FAILED, CLIError, connect_redis, model_dir, queue_name, safe_url
+from plasm.cli.options import run_options
+from plasm.config import PlasmConfig, validate_config
 from plasm.pipeline import is_complete
 from plasm.sources import PlasmData
 from plasm.successors.hf import default_train_config
@@ -36,37 +37,9 @@ TRAIN_CONFIGS = ("teacher_train", "successor_train", "tracin_train")
 
 
 # ================================================================================================ options
-def _config_file(args) -> dict:
-    if not args.config:
-        return {}
-    path = Path(args.config)
-    if not path.is_file():
-        raise CLIError(f"config file not found: {path}")
-    try:
-        base = json.loads(path.read_text())
-    except ValueError as exc:
-        raise CLIError(f"config file {path} is not valid JSON: {exc}") from None
-    if not isinstance(base, dict):
-        raise CLIError(f"config file {path} must hold a JSON object")
-    return base
-
-
-def _options(args) -> dict:
-    """PlasmConfig fields from --config and the flags (flags win), the training configs aside."""
-    base = _config_file(args)
-    flags = {"successor": args.successor, "filter": args.filter, "uncertainty_share": args.uncertainty_share,
-             "dev_fraction": args.dev_fraction, "seed": args.seed, "max_length": args.max_length,
-             "tracin_model": args.tracin_model, "tracin_checkpoints": args.tracin_checkpoints,
-             "tracin_params": args.tracin_params}
-    base.update({k: v for k, v in flags.items() if v is not None})
-    base["teacher"] = resolve_teacher(args.teacher if args.teacher != "auto" else base.get("teacher", "auto"))
-    base["device"] = args.device or base.get("device") or settings.env("DEVICE")
-    return base
-
-
 def _config(args, spec: TaskSpec) -> PlasmConfig:
     """The run's config for the task; fully validated (model names included)."""
-    base = _options(args)
+    base = run_options(args)
     train = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
     if train:
         for key in TRAIN_CONFIGS:
@@ -223,8 +196,7 @@ def _run_dir(args, run_id: str) -> Path:
 
 def main(args) -> int:
     configure_runtime()
-    check_model_names(PlasmConfig.from_dict(_options(args)))  # first: before Redis, the data or any training
-    _check_source_args(args)
+    _check_source_args(args)  # the model names were checked before this module was imported (cli.options)
     conn = None if args.sync else connect_redis(args.redis_url or settings.env("REDIS_URL"))
     data = _load(args)
     cfg = _config(args, data.spec)
