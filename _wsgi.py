@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from albackend.app import create_app
+from albackend.models.runtime import configure_runtime
 
-from albackend.app import create_app  # noqa: E402
-
+configure_runtime()
 app = create_app()
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -65,28 +65,39 @@ def uncertainty(preds: Predictions, spec: TaskSpec, strategy: str, *, seed: int 
     return fn[strategy](np.asarray(preds.probs))
 
 
+def choice_result(spec: TaskSpec, labels: Sequence[str]) -> list[dict]:
+    """The LS `result` of a Choices control naming ``labels``."""
+    return [{"from_name": spec.from_name, "to_name": spec.to_name, "type": "choices",
+             "value": {"choices": list(labels)}}]
+
+
+def span_result(spec: TaskSpec, text: str, spans: Iterable[Sequence]) -> list[dict]:
+    """The LS `result` of a Labels control over Text: one region per ``(start, end, label[, score])``."""
+    regions = []
+    for start, end, label, *score in spans:
+        region = {"id": uuid.uuid4().hex[:10], "from_name": spec.from_name, "to_name": spec.to_name,
+                  "type": "labels",
+                  "value": {"start": int(start), "end": int(end), "text": text[start:end], "labels": [label]}}
+        if score:
+            region["score"] = round(float(score[0]), 6)
+        regions.append(region)
+    return regions
+
+
 def result_items(model: AcquisitionModel, texts: Sequence[str], preds: Predictions) -> list[list[dict]]:
     """The `result` list of each task's prediction."""
     spec = model.spec
     out: list[list[dict]] = []
     for i, text in enumerate(texts):
         if spec.kind == "tagging":
-            regions = []
-            for start, end, label, score in model.spans(text, preds.word_ranges[i], preds.probs[i]):
-                regions.append({
-                    "id": uuid.uuid4().hex[:10], "from_name": spec.from_name, "to_name": spec.to_name,
-                    "type": "labels", "score": round(score, 6),
-                    "value": {"start": int(start), "end": int(end), "text": text[start:end], "labels": [label]},
-                })
-            out.append(regions)
+            out.append(span_result(spec, text, model.spans(text, preds.word_ranges[i], preds.probs[i])))
             continue
         probs = np.asarray(preds.probs[i])
         if spec.multi_label:
             chosen = [spec.labels[j] for j in np.flatnonzero(probs >= 0.5)] or [spec.labels[int(probs.argmax())]]
         else:
             chosen = [spec.labels[int(probs.argmax())]]
-        out.append([{"from_name": spec.from_name, "to_name": spec.to_name, "type": "choices",
-                     "value": {"choices": chosen}}])
+        out.append(choice_result(spec, chosen))
     return out
 
 

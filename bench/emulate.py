@@ -35,6 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from bench.emulation.config import (  # noqa: E402
     PROFILES, Settings, apply_profile, load_config_file, presets, resolve_configs, update_settings)
 from bench.emulation.data import load_dataset  # noqa: E402
+from albackend.models.runtime import configure_runtime  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,6 +132,7 @@ def build(args) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_runtime()  # this process's transformers logging and tokenizers threads
     args = parser().parse_args(argv)
     try:
         return _main(args, argv)

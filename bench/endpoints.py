@@ -62,7 +62,9 @@ import sys, time
 sys.path.insert(0, sys.argv[1])
 import benchcommon as bc
 from albackend.models.acquisition import AcquisitionModel
+from albackend.models.runtime import configure_runtime
 from albackend.models.train import TrainConfig
+configure_runtime()
 rows = bc.load_pool(sys.argv[3], seed=1, limit=int(sys.argv[4]))
 model = AcquisitionModel.create(sys.argv[2], bc.agnews_spec(), device="auto", max_length=int(sys.argv[5]))
 def on_step(step, total, loss):

@@ -41,6 +41,7 @@ from albackend.predictions import resolve_strategy  # noqa: E402
 from albackend.rescoring import Pool, rescore_pool  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
 from albackend.training import train_config  # noqa: E402
+from albackend.models.runtime import configure_runtime  # noqa: E402
 
 
 def train(name: str, spec, rows, settings: Settings, device) -> tuple[AcquisitionModel, dict]:
@@ -76,6 +77,7 @@ def score(model: AcquisitionModel, pool: Pool, project_dir: Path, iteration: int
 
 
 def main(argv: list[str] | None = None) -> dict:
+    configure_runtime()  # this process's transformers logging and tokenizers threads
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--standard-model", default="mpnet", help="acquisition model of the standard approach")

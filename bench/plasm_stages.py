@@ -31,11 +31,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench.benchcommon import AGNEWS_LABELS, DEFAULT_POOL, load_pool, machine_info, print_table, write_json  # noqa: E402
+from albackend.models.runtime import configure_runtime  # noqa: E402
 
 DEFAULT_TEST = DEFAULT_POOL.parent / "test.csv"
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_runtime()  # this process's transformers logging and tokenizers threads
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gold", type=int, default=200)
     p.add_argument("--pool", type=int, default=2000)

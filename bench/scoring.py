@@ -47,6 +47,7 @@ from albackend.rescoring import Pool, rescore_pool  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
 from albackend.training import train_config  # noqa: E402
 from ups.sampler import expected_kept_fraction  # noqa: E402
+from albackend.models.runtime import configure_runtime  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- matmul peak
@@ -146,6 +147,7 @@ def run_pipeline(pipe, texts: list[str], labels: list[str], batch_size: int | No
 
 # --------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
+    configure_runtime()  # this process's transformers logging and tokenizers threads
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--model", default="minilm-l6", help="acquisition model: packaged name or local HF directory")

@@ -20,6 +20,7 @@ import torch
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel
+from albackend.models.runtime import configure_runtime
 from albackend.settings import Settings
 from albackend.training import train_config
 
@@ -27,6 +28,7 @@ DATA = Path(os.environ.get("SHARED_DATA", Path(__file__).resolve().parents[2] / 
 
 
 def main() -> None:
+    configure_runtime()  # this process's transformers logging and tokenizers threads
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=100, help="annotated tasks")
     ap.add_argument("--model", default=None, help="acquisition model (default: ACQUISITION_MODEL or minilm-l6)")

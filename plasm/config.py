@@ -1,7 +1,7 @@
 """PLASM run options: :class:`PlasmConfig`, the successor choice and fail-fast validation.
 
-No training and no data here (``albackend.models`` and the successor/TracIn modules are imported lazily, where
-a default or a model name has to be looked up), so the CLI can check options before any slow step.
+No training and no data here: the CLI checks every option (model names first, :mod:`plasm.names`) before any
+slow step. Bad options raise :class:`plasm.errors.PlasmConfigError`.
 """
 
 from __future__ import annotations
@@ -11,35 +11,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from albackend.labelconfig import TaskSpec
+from albackend.models.train import TrainConfig
+from plasm.errors import PlasmConfigError, PlasmError
 from plasm.filters import FILTER_MODES
+from plasm.names import SUCCESSOR_KEYWORDS, SuccessorChoice, parse_successor, resolve_names
+from plasm.successors.bilstm import BiLSTMConfig
+from plasm.successors.cnn import CNNConfig
+from plasm.successors.hf import default_train_config
+from plasm.tracin import PARAM_MODES
 
-__all__ = ["PlasmConfig", "PlasmError", "SuccessorChoice", "SUCCESSOR_KEYWORDS", "parse_successor", "tracin_base",
-           "validate_config"]
+__all__ = ["PlasmConfig", "PlasmConfigError", "PlasmError", "SuccessorChoice", "SUCCESSOR_KEYWORDS", "parse_successor",
+           "tracin_base", "validate_config"]
 
-SUCCESSOR_KEYWORDS = ("same-as-teacher", "cnn", "bilstm", "classical")
-
-
-class PlasmError(ValueError):
-    """The PLASM run cannot start or go on; the message is safe to show to a user."""
 
 
 def _check_options(given, cls, what: str) -> None:
-    """PlasmError naming the keys of ``given`` that are no field of the dataclass ``cls``."""
+    """PlasmConfigError naming the keys of ``given`` that are no field of the dataclass ``cls``."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(given) - known
     if unknown:
-        raise PlasmError(f"unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise PlasmConfigError(f"unknown {what} option(s) {sorted(unknown)}; known: {sorted(known)}")
 
 
 def _train_config(value: Any):
-    from albackend.models.train import TrainConfig
-
     if value is None or isinstance(value, TrainConfig):
         return value
     if isinstance(value, dict):
         _check_options(value, TrainConfig, "training")
         return TrainConfig(**value)
-    raise PlasmError(f"a training config must be a dict or TrainConfig, got {type(value).__name__}")
+    raise PlasmConfigError(f"a training config must be a dict or TrainConfig, got {type(value).__name__}")
 
 
 @dataclass
@@ -90,7 +90,6 @@ class PlasmConfig:
 
     def train_config(self, which: str, kind: str):
         """The TrainConfig of ``which`` in teacher | successor | tracin, with the run's seed."""
-        from plasm.successors.hf import default_train_config
 
         value = {"teacher": self.teacher_train, "successor": self.successor_train, "tracin": self.tracin_train}[which]
         if value is None and which == "tracin":
@@ -98,41 +97,6 @@ class PlasmConfig:
         if value is None:
             value = default_train_config(kind)
         return dataclasses.replace(value, seed=self.seed)
-
-
-@dataclass(frozen=True)
-class SuccessorChoice:
-    kind: str  # "hf" | "cnn" | "bilstm"
-    model: str | None = None  # the HF model name for kind "hf"
-
-    def describe(self) -> str:
-        return f"hf:{self.model}" if self.kind == "hf" else self.kind
-
-
-def parse_successor(name: str, task_kind: str, teacher: str | None = None) -> SuccessorChoice:
-    """"hf:<model>" | "cnn" | "bilstm" | "classical" (CNN or BiLSTM by task) | "same-as-teacher" | "<model>"."""
-    if not isinstance(name, str) or not name.strip():
-        raise PlasmError("empty successor name")
-    name = name.strip()
-    low = name.lower()
-    if low == "classical":
-        low = "bilstm" if task_kind == "tagging" else "cnn"
-    if low == "cnn":
-        if task_kind != "classification":
-            raise PlasmError("the CNN successor is a text classifier; use 'bilstm' (or 'classical') for NER")
-        return SuccessorChoice("cnn")
-    if low == "bilstm":
-        if task_kind != "tagging":
-            raise PlasmError("the BiLSTM successor is a tagger; use 'cnn' (or 'classical') for classification")
-        return SuccessorChoice("bilstm")
-    if low == "same-as-teacher":
-        return SuccessorChoice("hf", teacher)
-    if low.startswith("hf:"):
-        model = name[3:].strip()
-        if not model:
-            raise PlasmError("'hf:' needs a model name, e.g. hf:mpnet")
-        return SuccessorChoice("hf", model)
-    return SuccessorChoice("hf", name)  # a bare model name: an HF encoder
 
 
 def tracin_base(cfg: PlasmConfig, task_kind: str) -> str:
@@ -144,31 +108,26 @@ def tracin_base(cfg: PlasmConfig, task_kind: str) -> str:
 
 def validate_config(cfg: PlasmConfig, spec: TaskSpec, *, check_models: bool = True) -> None:
     """Fail fast, with a one-line reason, on options that would fail later (also unknown model names)."""
-    from albackend.models.registry import ModelNotFound, resolve_model
 
     if spec.multi_label:
-        raise PlasmError("PLASM supports single-label classification and NER; this project is multi-label")
+        raise PlasmConfigError("PLASM supports single-label classification and NER; this project is multi-label")
     if cfg.filter not in FILTER_MODES:
-        raise PlasmError(f"unknown filter {cfg.filter!r}; valid: {', '.join(FILTER_MODES)}")
+        raise PlasmConfigError(f"unknown filter {cfg.filter!r}; valid: {', '.join(FILTER_MODES)}")
     if not 0.0 < float(cfg.dev_fraction) < 1.0:
-        raise PlasmError(f"dev_fraction must be in (0, 1), got {cfg.dev_fraction}")
+        raise PlasmConfigError(f"dev_fraction must be in (0, 1), got {cfg.dev_fraction}")
     if not 0.0 <= float(cfg.uncertainty_share) <= 1.0:
-        raise PlasmError(f"uncertainty_share must be in [0, 1], got {cfg.uncertainty_share}")
+        raise PlasmConfigError(f"uncertainty_share must be in [0, 1], got {cfg.uncertainty_share}")
     if cfg.q_override is not None and not 0.0 <= float(cfg.q_override) <= 1.0:
-        raise PlasmError(f"q_override must be in [0, 1], got {cfg.q_override}")
+        raise PlasmConfigError(f"q_override must be in [0, 1], got {cfg.q_override}")
     if cfg.tracin_checkpoints < 1:
-        raise PlasmError("tracin_checkpoints must be >= 1")
-    from plasm.tracin import PARAM_MODES
+        raise PlasmConfigError("tracin_checkpoints must be >= 1")
 
     if cfg.tracin_params not in PARAM_MODES:
-        raise PlasmError(f"unknown tracin_params {cfg.tracin_params!r}; valid: {', '.join(PARAM_MODES)}")
+        raise PlasmConfigError(f"unknown tracin_params {cfg.tracin_params!r}; valid: {', '.join(PARAM_MODES)}")
     if cfg.tracin_method not in ("vmap", "loop"):
-        raise PlasmError(f"tracin_method must be 'vmap' or 'loop', got {cfg.tracin_method!r}")
+        raise PlasmConfigError(f"tracin_method must be 'vmap' or 'loop', got {cfg.tracin_method!r}")
     choice = parse_successor(cfg.successor, spec.kind, cfg.teacher)
     if choice.kind != "hf" and cfg.classical:
-        from plasm.successors.bilstm import BiLSTMConfig
-        from plasm.successors.cnn import CNNConfig
-
         _check_options(cfg.classical, CNNConfig if choice.kind == "cnn" else BiLSTMConfig, choice.kind)
     if check_models:
         names = {"teacher": cfg.teacher}
@@ -176,8 +135,4 @@ def validate_config(cfg: PlasmConfig, spec: TaskSpec, *, check_models: bool = Tr
             names["successor"] = choice.model
         if cfg.filter in ("tracin", "both"):
             names["tracin model"] = tracin_base(cfg, spec.kind)
-        for role, name in names.items():
-            try:
-                resolve_model(name)
-            except ModelNotFound as exc:
-                raise PlasmError(f"{role}: {exc}") from None
+        resolve_names(names)

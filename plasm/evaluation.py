@@ -12,6 +12,8 @@ import numpy as np
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
+from plasm.metrics import accuracy, span_scores
+from plasm.successors.hf import HFSuccessor
 
 __all__ = ["HFView", "evaluate_successor", "example_targets", "metric_score"]
 
@@ -25,7 +27,6 @@ def example_targets(examples: Sequence[Example], spec: TaskSpec) -> list:
 
 def evaluate_successor(model, examples: Sequence[Example], spec: TaskSpec) -> dict:
     """Accuracy (classification) or strict span F1 / precision / recall (tagging) of any successor."""
-    from plasm.metrics import accuracy, span_scores
 
     texts = [e.text for e in examples]
     if not texts:
@@ -47,8 +48,6 @@ class HFView:
     """An AcquisitionModel seen through the successor interface (predict_proba / predict_spans)."""
 
     def __init__(self, model, batch_size: int):
-        from plasm.successors.hf import HFSuccessor
-
         self._s = HFSuccessor.from_model(model, batch_size=batch_size)
 
     def predict_proba(self, texts):

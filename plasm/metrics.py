@@ -1,10 +1,10 @@
 """Dev/test metrics shared by the PLASM teacher and every successor type.
 
 Classification: accuracy over class ids. Tagging: strict span F1 (seqeval, IOB2 scheme, micro average).
-Every model is scored on one common word segmentation (:func:`plasm.successors.vocab.tokenize`), so an HF
+Every model is scored on one common word segmentation (:func:`plasm.words.tokenize`), so an HF
 teacher (sub-word tokenizer) and a classical successor (its own word tokenizer) are compared on the same
 words: gold and predicted character spans become word-level IOB2 with the same rule
-(:func:`plasm.successors.bilstm.spans_to_iob2`: a word overlapping a span is tagged).
+(:func:`plasm.words.spans_to_iob2`: a word overlapping a span is tagged).
 
 Degenerate case: when neither the gold nor the predictions hold a single entity, seqeval reports 0; here the
 score is 1.0 (nothing to find, nothing wrongly found), so a teacher that correctly predicts "no entity" on an
@@ -17,6 +17,10 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from seqeval.metrics import f1_score, precision_score, recall_score
+from seqeval.scheme import IOB2
+
+from plasm.words import spans_to_iob2, tokenize
 
 Span = tuple[int, int, str]
 
@@ -31,11 +35,6 @@ def accuracy(predicted: Sequence[int], gold: Sequence[int]) -> float:
 
 def span_scores(texts: Sequence[str], gold: Sequence[Sequence[Span]], predicted: Sequence[Sequence[Span]]) -> dict:
     """Strict span precision / recall / F1 (seqeval, IOB2) over the common word segmentation."""
-    from seqeval.metrics import f1_score, precision_score, recall_score
-    from seqeval.scheme import IOB2
-
-    from plasm.successors.bilstm import spans_to_iob2
-    from plasm.successors.vocab import tokenize
 
     if not (len(texts) == len(gold) == len(predicted)):
         raise ValueError("texts, gold and predicted spans must have the same length")

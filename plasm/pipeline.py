@@ -49,12 +49,15 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
+from albackend.models.acquisition import AcquisitionModel
 from albackend.store import atomic_write_text, json_default
 from plasm.config import (SUCCESSOR_KEYWORDS, PlasmConfig, PlasmError, SuccessorChoice,  # noqa: F401 - re-exported
                           parse_successor, tracin_base, validate_config)
@@ -80,6 +83,117 @@ def is_complete(out_dir: str | Path) -> bool:
     return (Path(out_dir) / COMPLETE_MARKER).is_file()
 
 
+@dataclass
+class _Teacher:
+    """The fine-tuned teacher, its view as a successor, training stats, dev metrics and q."""
+
+    model: AcquisitionModel
+    view: HFView
+    stats: dict
+    dev: dict
+    q_measured: float
+    q: float
+
+
+@dataclass
+class _Filtered:
+    """Pseudo-labels, their rows of pseudo_labels.jsonl, and what the filters kept."""
+
+    pseudo: list[Example]
+    records: list[dict]
+    keep: np.ndarray
+    tracin: dict
+
+
+def _prepare(out_dir: Path, gold: list[Example], spec: TaskSpec, cfg: PlasmConfig) -> None:
+    validate_config(cfg, spec, check_models=True)
+    if is_complete(out_dir):
+        raise PlasmError(f"{out_dir} already holds a complete PLASM run; use a fresh directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (REPORT_FILE, PSEUDO_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    for e in gold:
+        if spec.kind == "classification" and len(e.label_ids) != 1:
+            raise PlasmError(f"gold example {e.task_id} has {len(e.label_ids)} labels; PLASM needs exactly one")
+
+
+def _teacher(train: list[Example], dev: list[Example], spec: TaskSpec, cfg: PlasmConfig, out_dir: Path,
+             tracker: Tracker) -> _Teacher:
+    """Fine-tune the teacher with early stopping on dev and save it; q = its dev score (or ``q_override``)."""
+    tracker.start("teacher")
+    teacher = AcquisitionModel.create(cfg.teacher, spec, device=cfg.device, max_length=cfg.max_length,
+                                      seed=cfg.seed)
+    teacher.meta["plasm"] = {"role": "teacher"}
+    view = HFView(teacher, cfg.infer_batch_size)
+    stats = teacher.fit(train, cfg.train_config("teacher", spec.kind),
+                        evaluate=lambda: metric_score(evaluate_successor(view, dev, spec)),
+                        on_step=step_reporter(tracker, 0.0, 0.95))
+    dev_metrics = evaluate_successor(view, dev, spec)
+    q_measured = metric_score(dev_metrics)
+    q = float(cfg.q_override) if cfg.q_override is not None else q_measured
+    teacher.save(out_dir / "teacher")
+    tracker.finish(q=q)
+    return _Teacher(teacher, view, stats, dev_metrics, q_measured, q)
+
+
+def _pseudo_and_filter(teacher: _Teacher, pool: list[str], pool_index: list[int], train: list[Example],
+                       spec: TaskSpec, cfg: PlasmConfig, plan, tracker: Tracker) -> _Filtered:
+    """Pseudo-label the pool, then drop the planned share (uncertainty, then TracIn); records say why."""
+    pseudo, confidence, records = [], np.zeros(0), []
+    if pool:
+        tracker.start("pseudo_label")
+        pseudo, confidence, records = pseudo_label(teacher.model, pool, pool_index, spec, cfg.infer_batch_size,
+                                                   tracker)
+        tracker.finish(pseudo=len(pseudo))
+    else:
+        tracker.skip("pseudo_label", "empty pool")
+    keep, reason, tracin_info = np.ones(len(pseudo), dtype=bool), ["kept"] * len(pseudo), {"ran": False}
+    if pseudo:
+        tracker.start("filter")
+        keep, reason, tracin_info = filter_pseudo_labels(plan, confidence, pseudo, records, train, spec, cfg,
+                                                         tracker)
+        tracker.finish(kept=int(keep.sum()))
+    else:
+        tracker.skip("filter", "no pseudo-labels")
+    for r, k, why in zip(records, keep, reason):
+        r["kept"], r["reason"] = bool(k), why
+    return _Filtered(pseudo, records, keep, tracin_info)
+
+
+def _successor(train: list[Example], dev: list[Example], kept: list[Example], spec: TaskSpec, cfg: PlasmConfig,
+               out_dir: Path, tracker: Tracker):
+    """Train the configured successor on gold-train + kept pseudo-labels (early stopping on dev) and save it."""
+    tracker.start("successor")
+    succ_train = list(train) + kept
+    successor = make_successor(cfg, spec)
+    hf = parse_successor(cfg.successor, spec.kind, cfg.teacher).kind == "hf"
+    fit_kwargs = {"on_step": step_reporter(tracker, 0.0, 0.95)} if hf else {}
+    stats = successor.fit([e.text for e in succ_train], example_targets(succ_train, spec),
+                          dev_texts=[e.text for e in dev], dev_targets=example_targets(dev, spec), seed=cfg.seed,
+                          **fit_kwargs)
+    successor.save(out_dir / "successor")
+    tracker.finish()
+    return successor, stats, len(succ_train)
+
+
+def _counts(gold, train, dev, pool_all, pool, filtered: _Filtered, n_successor_train: int) -> dict:
+    n, n_kept = len(filtered.pseudo), int(filtered.keep.sum())
+    reasons = [r["reason"] for r in filtered.records]
+    return {"gold": len(gold), "gold_train": len(train), "dev": len(dev), "pool": len(pool_all),
+            "pool_blank_skipped": len(pool_all) - len(pool), "pseudo": n,
+            "dropped_uncertainty": sum(r.startswith("uncertainty:") for r in reasons),
+            "dropped_tracin": sum(r.startswith("tracin:") for r in reasons), "dropped": n - n_kept, "kept": n_kept,
+            "successor_train": n_successor_train}
+
+
+def _fractions(counts: dict, plan) -> dict:
+    frac = (lambda x: x / counts["pseudo"] if counts["pseudo"] else 0.0)
+    return {"planned_uncertainty": plan.uncertainty_fraction, "planned_tracin": plan.tracin_fraction,
+            "planned_total": plan.total, "dropped_uncertainty": frac(counts["dropped_uncertainty"]),
+            "dropped_tracin": frac(counts["dropped_tracin"]), "dropped": frac(counts["dropped"]),
+            "kept": frac(counts["kept"])}
+
+
 def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: PlasmConfig, out_dir: Path,
               progress: Callable[[str, float, dict], None] | None = None, *,
               test: list[Example] | None = None) -> dict:
@@ -89,135 +203,50 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
     every 0.5 s); ``info`` holds ``stage_progress`` and the ``timings`` so far, plus step/loss while training.
     ``test`` (optional) is an external labelled set the teacher and successor are also scored on.
     """
-    import torch
-
-    from albackend.models.acquisition import AcquisitionModel
-
-    validate_config(cfg, spec, check_models=True)
-    out_dir = Path(out_dir)
-    if is_complete(out_dir):
-        raise PlasmError(f"{out_dir} already holds a complete PLASM run; use a fresh directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (REPORT_FILE, PSEUDO_FILE):
-        (out_dir / stale).unlink(missing_ok=True)
-    gold = list(gold)
-    for e in gold:
-        if spec.kind == "classification" and len(e.label_ids) != 1:
-            raise PlasmError(f"gold example {e.task_id} has {len(e.label_ids)} labels; PLASM needs exactly one")
+    out_dir, gold = Path(out_dir), list(gold)
+    _prepare(out_dir, gold, spec, cfg)
     pool_all = [str(t) for t in pool_texts]
     pool_index = [i for i, t in enumerate(pool_all) if t.strip()]
     pool = [pool_all[i] for i in pool_index]
-    choice = parse_successor(cfg.successor, spec.kind, cfg.teacher)
-    tracker = Tracker(progress, STAGES)
-    started = time.time()
-    t_run = time.perf_counter()
-
-    # ---- split
+    tracker, started, t_run = Tracker(progress, STAGES), time.time(), time.perf_counter()
     tracker.start("split")
     train, dev = split_gold(gold, spec, cfg.dev_fraction, cfg.seed)
     tracker.finish(gold=len(gold), train=len(train), dev=len(dev), pool=len(pool))
-
-    # ---- teacher
-    tracker.start("teacher")
-    teacher = AcquisitionModel.create(cfg.teacher, spec, device=cfg.device, max_length=cfg.max_length,
-                                      seed=cfg.seed)
-    teacher.meta["plasm"] = {"role": "teacher"}
-    teacher_view = HFView(teacher, cfg.infer_batch_size)
-    teacher_stats = teacher.fit(train, cfg.train_config("teacher", spec.kind),
-                                evaluate=lambda: metric_score(evaluate_successor(teacher_view, dev, spec)),
-                                on_step=step_reporter(tracker, 0.0, 0.95))
-    teacher_dev = evaluate_successor(teacher_view, dev, spec)
-    q_measured = metric_score(teacher_dev)
-    q = float(cfg.q_override) if cfg.q_override is not None else q_measured
-    teacher.save(out_dir / "teacher")
-    tracker.finish(q=q)
-
-    # ---- pseudo-label
-    pseudo: list[Example] = []
-    confidence = np.zeros(0)
-    records: list[dict] = []
-    if pool:
-        tracker.start("pseudo_label")
-        pseudo, confidence, records = pseudo_label(teacher, pool, pool_index, spec, cfg.infer_batch_size, tracker)
-        tracker.finish(pseudo=len(pseudo))
-    else:
-        tracker.skip("pseudo_label", "empty pool")
-
-    # ---- filter
-    n = len(pseudo)
-    plan = plan_filters(q, cfg.filter, cfg.uncertainty_share)
-    keep = np.ones(n, dtype=bool)
-    reason = ["kept"] * n
-    tracin_info: dict = {"ran": False}
-    if n:
-        tracker.start("filter")
-        keep, reason, tracin_info = filter_pseudo_labels(plan, confidence, pseudo, records, train, spec, cfg,
-                                                         tracker)
-        tracker.finish(kept=int(keep.sum()))
-    else:
-        tracker.skip("filter", "no pseudo-labels")
-    n_unc = sum(r.startswith("uncertainty:") for r in reason)
-    n_tr = sum(r.startswith("tracin:") for r in reason)
-    for r, k, why in zip(records, keep, reason):
-        r["kept"] = bool(k)
-        r["reason"] = why
-
-    # ---- successor
-    tracker.start("successor")
-    kept_pseudo = [pseudo[i] for i in np.flatnonzero(keep)]
-    succ_train = list(train) + kept_pseudo
-    successor = make_successor(cfg, spec)
-    fit_kwargs: dict = {}
-    if choice.kind == "hf":
-        fit_kwargs["on_step"] = step_reporter(tracker, 0.0, 0.95)
-    succ_stats = successor.fit([e.text for e in succ_train], example_targets(succ_train, spec),
-                               dev_texts=[e.text for e in dev], dev_targets=example_targets(dev, spec), seed=cfg.seed,
-                               **fit_kwargs)
-    successor.save(out_dir / "successor")
-    tracker.finish()
-
-    # ---- evaluate
+    teacher = _teacher(train, dev, spec, cfg, out_dir, tracker)
+    plan = plan_filters(teacher.q, cfg.filter, cfg.uncertainty_share)
+    filtered = _pseudo_and_filter(teacher, pool, pool_index, train, spec, cfg, plan, tracker)
+    kept = [filtered.pseudo[i] for i in np.flatnonzero(filtered.keep)]
+    successor, succ_stats, n_succ = _successor(train, dev, kept, spec, cfg, out_dir, tracker)
     tracker.start("evaluate")
-    dev_metrics = {"teacher": teacher_dev, "successor": evaluate_successor(successor, dev, spec)}
-    test_metrics = None
-    if test:
-        test_metrics = {"teacher": evaluate_successor(teacher_view, test, spec),
-                        "successor": evaluate_successor(successor, test, spec)}
+    dev_metrics = {"teacher": teacher.dev, "successor": evaluate_successor(successor, dev, spec)}
+    test_metrics = {"teacher": evaluate_successor(teacher.view, test, spec),
+                    "successor": evaluate_successor(successor, test, spec)} if test else None
     tracker.finish()
-
-    # ---- write
     tracker.start("write")
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    atomic_write_text(out_dir / PSEUDO_FILE, lines)
-    n_kept = int(keep.sum())
-    frac = (lambda x: x / n if n else 0.0)
+    atomic_write_text(out_dir / PSEUDO_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                     for r in filtered.records))
+    counts = _counts(gold, train, dev, pool_all, pool, filtered, n_succ)
+    successor_type = parse_successor(cfg.successor, spec.kind, cfg.teacher).describe()
     report = {
-        "status": "complete",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "finished_at": None,
-        "task": spec.to_dict(),
-        "config": cfg.to_dict(),
-        "successor_type": choice.describe(),
-        "counts": {"gold": len(gold), "gold_train": len(train), "dev": len(dev), "pool": len(pool_all),
-                   "pool_blank_skipped": len(pool_all) - len(pool), "pseudo": n,
-                   "dropped_uncertainty": n_unc, "dropped_tracin": n_tr, "dropped": n - n_kept, "kept": n_kept,
-                   "successor_train": len(succ_train)},
-        "q": q, "q_measured": q_measured, "q_metric": "span_f1" if spec.kind == "tagging" else "accuracy",
-        "fractions": {"planned_uncertainty": plan.uncertainty_fraction, "planned_tracin": plan.tracin_fraction,
-                      "planned_total": plan.total, "dropped_uncertainty": frac(n_unc), "dropped_tracin": frac(n_tr),
-                      "dropped": frac(n - n_kept), "kept": frac(n_kept)},
-        "dev_metrics": dev_metrics,
-        "test_metrics": test_metrics,
-        "teacher": {"model": cfg.teacher, "training": _jsonable(teacher_stats)},
-        "successor": {"type": choice.describe(), "training": _jsonable(succ_stats)},
-        "tracin": tracin_info,
-        "timings": {},
+        "status": "complete", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished_at": None, "task": spec.to_dict(), "config": cfg.to_dict(), "successor_type": successor_type,
+        "counts": counts, "q": teacher.q, "q_measured": teacher.q_measured,
+        "q_metric": "span_f1" if spec.kind == "tagging" else "accuracy", "fractions": _fractions(counts, plan),
+        "dev_metrics": dev_metrics, "test_metrics": test_metrics,
+        "teacher": {"model": cfg.teacher, "training": _jsonable(teacher.stats)},
+        "successor": {"type": successor_type, "training": _jsonable(succ_stats)},
+        "tracin": filtered.tracin, "timings": {},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "device": str(teacher.device)},
+                        "device": str(teacher.model.device)},
         "artifacts": {"teacher": "teacher", "successor": "successor", "pseudo_labels": PSEUDO_FILE,
                       "report": REPORT_FILE},
     }
     tracker.finish()
+    return _finish(report, out_dir, tracker, t_run, progress)
+
+
+def _finish(report: dict, out_dir: Path, tracker: Tracker, t_run: float, progress) -> dict:
+    """Write report.json, then COMPLETE (last, atomically), and report 100%."""
     report["timings"] = {**tracker.timings, "total": round(time.perf_counter() - t_run, 3)}
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write_text(out_dir / REPORT_FILE, json.dumps(report, indent=2, default=json_default))

@@ -16,6 +16,8 @@ from typing import Iterable
 
 from albackend.examples import Example, Skip, TaskError, gold_examples, is_labeled, task_text
 from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.lsclient import LabelStudioError
+from plasm.errors import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,6 @@ __all__ = ["PlasmData", "SourceError", "from_tasks", "from_project", "from_expor
            "DEFAULT_MAX_CHARS"]
 
 DEFAULT_MAX_CHARS = 100_000
-
-
-class SourceError(ValueError):
-    """The data source cannot be read; the message is safe to show to a user (never holds a token)."""
 
 
 @dataclass
@@ -80,7 +78,6 @@ def from_tasks(tasks: Iterable[dict], label_config: str, *, max_chars: int = DEF
 
 def from_project(client, project: int | str, *, max_chars: int = DEFAULT_MAX_CHARS) -> PlasmData:
     """Read a live project with an :class:`albackend.lsclient.LabelStudioClient`."""
-    from albackend.lsclient import LabelStudioError
 
     try:
         info = client.get_project(project)

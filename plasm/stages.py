@@ -10,12 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
+from albackend.strategies import mnlp
 from plasm.config import PlasmConfig, PlasmError, parse_successor, tracin_base
 from plasm.filters import FilterPlan, drop_count, drop_least_confident, drop_most_influential
 from plasm.progress import Tracker
+from plasm.successors.bilstm import BiLSTMTaggerSuccessor
+from plasm.successors.cnn import CNNClassifierSuccessor
+from plasm.successors.hf import HFSuccessor
+from plasm.tracin import tracin_self_influence
 
 __all__ = ["filter_pseudo_labels", "make_successor", "pseudo_label", "split_gold"]
 
@@ -60,7 +66,6 @@ def pseudo_label(teacher, pool: list[str], pool_index: list[int], spec: TaskSpec
     Classification: argmax, confidence max P. Tagging: decoded spans, confidence exp(-MNLP). ``records`` are
     the ``pseudo_labels.jsonl`` rows so far (``index`` into the original pool, text, label or spans, confidence).
     """
-    from albackend.strategies import mnlp
 
     pseudo: list[Example] = []
     records: list[dict] = []
@@ -134,9 +139,6 @@ def _tracin_filter(plan: FilterPlan, remaining: np.ndarray, keep: np.ndarray, re
                    pseudo: list[Example], records: list[dict], train: list[Example], spec: TaskSpec,
                    cfg: PlasmConfig, tracker: Tracker) -> dict:
     """Score ``remaining`` by TracIn self-influence and drop the most influential (updates keep and reason)."""
-    import torch
-
-    from plasm.tracin import tracin_self_influence
 
     n = len(pseudo)
     influence = np.full(n, np.nan)
@@ -169,15 +171,10 @@ def make_successor(cfg: PlasmConfig, spec: TaskSpec):
     """A fresh successor of the configured type for ``spec``."""
     choice = parse_successor(cfg.successor, spec.kind, cfg.teacher)
     if choice.kind == "hf":
-        from plasm.successors.hf import HFSuccessor
-
         return HFSuccessor(choice.model, spec=spec, train=cfg.train_config("successor", spec.kind),
                            device=cfg.device, max_length=cfg.max_length, batch_size=cfg.infer_batch_size)
     device = None if cfg.device == "auto" else cfg.device
     if choice.kind == "cnn":
-        from plasm.successors.cnn import CNNClassifierSuccessor
-
         return CNNClassifierSuccessor(list(spec.labels), device=device, **cfg.classical)
-    from plasm.successors.bilstm import BiLSTMTaggerSuccessor
 
     return BiLSTMTaggerSuccessor(list(spec.labels), device=device, **cfg.classical)

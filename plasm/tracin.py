@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, grad, vmap
 
+from albackend.models.acquisition import AcquisitionModel
 from albackend.models.train import TrainConfig, collate, plan_steps
 
 log = logging.getLogger(__name__)
@@ -174,8 +176,6 @@ def per_example_grad_sq_norms(model: nn.Module, features: Sequence[dict], *, par
 
 
 def _sq_norms_vmap(model, features, names, device, pad_id, batch_size, max_grad_bytes, on_batch) -> np.ndarray:
-    from torch.func import functional_call, grad, vmap
-
     params = {n: p.detach() for n, p in model.named_parameters()}
     trained = {n: params[n] for n in names}
     frozen = {n: p for n, p in params.items() if n not in trained}
@@ -290,7 +290,6 @@ def tracin_self_influence(base: str, spec, train_examples, target_examples, *, t
     ``target_examples`` (the pseudo-labels, normally a subset of the training examples) averaged over the
     last ``checkpoints`` epoch checkpoints. ``progress(fraction, info)`` gets 0..1 (training is the first half).
     """
-    from albackend.models.acquisition import AcquisitionModel
 
     model = AcquisitionModel.create(base, spec, device=device, max_length=max_length, seed=seed)
     t0 = time.perf_counter()

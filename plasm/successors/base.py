@@ -7,18 +7,16 @@ trained from scratch here (no pretrained word embeddings are available offline).
 
 On disk a successor directory holds ``model.safetensors``, ``config.json`` (with ``"model_type"`` and
 ``"kind"``) and, for the classical models, ``vocab.json``; nothing is pickled. :func:`load_successor`
-dispatches on ``config.json["model_type"]``; other successor types call :func:`register_successor`.
+dispatches on ``config.json["model_type"]``; :mod:`plasm.successors` registers every type (others call
+:func:`register_successor`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import importlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +26,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+
+from albackend.models.device import autocast, pick_device, seed_everything
 
 from .vocab import Vocab
 
@@ -61,14 +62,11 @@ class Successor(Protocol):
 
 # ----------------------------------------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, str | type] = {
-    "cnn_classifier": "plasm.successors.cnn:CNNClassifierSuccessor",
-    "bilstm_tagger": "plasm.successors.bilstm:BiLSTMTaggerSuccessor",
-}
+_REGISTRY: dict[str, type] = {}  # filled by plasm.successors (the package imports every successor type)
 
 
-def register_successor(model_type: str, target: str | type) -> None:
-    """Make :func:`load_successor` know ``model_type``: a class or a lazy ``"module:Class"`` path."""
+def register_successor(model_type: str, target: type) -> None:
+    """Make :func:`load_successor` know ``model_type``."""
     _REGISTRY[model_type] = target
 
 
@@ -82,35 +80,12 @@ def load_successor(directory: str | Path, *, device: str | torch.device | None =
     target = _REGISTRY.get(model_type)
     if target is None:
         raise ValueError(f"unknown successor model_type {model_type!r} in {directory}; known: {sorted(_REGISTRY)}")
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module_name), attr)
     if device is None:
         return target.load(Path(directory))
     return target.load(Path(directory), device=device)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` when given, else ``cuda`` when available, else ``cpu``."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclasses.dataclass
@@ -175,7 +150,7 @@ class ClassicalSuccessor:
             config = dataclasses.replace(config, **overrides)
         self.labels: list[str] = labels
         self.config = config
-        self.device = resolve_device(device)
+        self.device = pick_device(device)
         self.vocab: Vocab | None = None
         self.char_vocab: Vocab | None = None
         self.model: nn.Module | None = None
@@ -214,6 +189,37 @@ class ClassicalSuccessor:
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
 
+    def _check_fit_data(self, texts: list[str], targets: list, dev_texts, dev_targets) -> tuple[list, list]:
+        """Validate the training (and dev) data; the dev lists, empty when there is no dev set."""
+        if len(texts) != len(targets):
+            raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
+        if not texts:
+            raise ValueError("cannot fit on an empty training set")
+        self._validate_targets(texts, targets)
+        if dev_texts is None or len(dev_texts) == 0:
+            return [], []
+        if dev_targets is None or len(dev_targets) != len(dev_texts):
+            raise ValueError("dev_texts and dev_targets must have the same length")
+        dev_texts, dev_targets = list(dev_texts), list(dev_targets)
+        self._validate_targets(dev_texts, dev_targets)
+        return dev_texts, dev_targets
+
+    def _train_epoch(self, items: list, order: list[int], optimizer: torch.optim.Optimizer) -> list[float]:
+        """One pass over ``items`` in ``order``; the loss of each step."""
+        c, losses = self.config, []
+        self.model.train()
+        for i in range(0, len(order), c.batch_size):
+            batch = self._collate([items[j] for j in order[i:i + c.batch_size]])
+            with autocast(self.device):
+                loss = self._loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.clip_norm:
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        return losses
+
     def fit(self, texts: list[str], targets: list, *, dev_texts: list[str] | None = None,
             dev_targets: list | None = None, seed: int = 0, progress: bool = False) -> dict:
         """Train from scratch (new vocabulary, new weights); keep the best-on-dev weights when a dev set is given.
@@ -222,18 +228,8 @@ class ClassicalSuccessor:
         "train_examples", "device"}`` (``best_*`` are ``None`` without a dev set).
         """
         texts, targets = list(texts), list(targets)
-        if len(texts) != len(targets):
-            raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
-        if not texts:
-            raise ValueError("cannot fit on an empty training set")
-        self._validate_targets(texts, targets)
-        has_dev = dev_texts is not None and len(dev_texts) > 0
-        if has_dev:
-            if dev_targets is None or len(dev_targets) != len(dev_texts):
-                raise ValueError("dev_texts and dev_targets must have the same length")
-            dev_texts, dev_targets = list(dev_texts), list(dev_targets)
-            self._validate_targets(dev_texts, dev_targets)
-
+        dev_texts, dev_targets = self._check_fit_data(texts, targets, dev_texts, dev_targets)
+        has_dev = bool(dev_texts)
         start = time.perf_counter()
         seed_everything(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -247,26 +243,12 @@ class ClassicalSuccessor:
 
         epochs_iter: Any = range(1, c.epochs + 1)
         if progress:
-            from tqdm.auto import tqdm
-
             epochs_iter = tqdm(epochs_iter, desc=f"fit {self.model_type}", unit="epoch")
         steps, epochs_run, train_loss = 0, 0, math.nan
         best_metric, best_epoch, best_state, bad_epochs = -math.inf, None, None, 0
         for epoch in epochs_iter:
-            self.model.train()
-            order = torch.randperm(len(items), generator=generator).tolist()
-            losses = []
-            for i in range(0, len(order), c.batch_size):
-                batch = self._collate([items[j] for j in order[i:i + c.batch_size]])
-                with autocast(self.device):
-                    loss = self._loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.clip_norm:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-                optimizer.step()
-                steps += 1
-                losses.append(float(loss.detach()))
+            losses = self._train_epoch(items, torch.randperm(len(items), generator=generator).tolist(), optimizer)
+            steps += len(losses)
             epochs_run, train_loss = epoch, float(np.mean(losses))
             if has_dev:
                 metric = float(self._dev_metric(dev_texts, dev_targets))

@@ -12,7 +12,7 @@ feed-forward (200, tanh) -> linear to IOB2 tags. Differences from Table 6, by de
 * Adam instead of SGD lr 0.015 (see :class:`~plasm.successors.base.TrainHParams`).
 
 Targets are character spans ``(start, end, label)``; they are converted to word-level IOB2 with the
-offsets of :func:`~plasm.successors.vocab.tokenize`: a word is tagged when it overlaps a span, its first
+offsets of :func:`~plasm.words.tokenize`: a word is tagged when it overlaps a span, its first
 word ``B-``, the rest ``I-``. Decoded spans run from the first word's start to the last word's end.
 """
 
@@ -24,31 +24,20 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from seqeval.metrics import f1_score
+from seqeval.scheme import IOB2
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from plasm.words import Token, spans_to_iob2, tokenize
+
 from .base import ClassicalSuccessor, TrainHParams
-from .vocab import PAD_ID, UNK_ID, Token, Vocab, tokenize
+from .vocab import PAD_ID, UNK_ID, Vocab
 
 IGNORE_INDEX = -100
 
 
 # ------------------------------------------------------------------------------------------------ IOB2
-
-
-def spans_to_iob2(tokens: Sequence[Token], spans: Sequence[tuple[int, int, str]]) -> list[str]:
-    """Word-level IOB2 tags for character ``spans``: a word overlapping a span is tagged (first ``B-``).
-
-    Spans are taken in order of start offset; a word already claimed by an earlier span keeps its tag.
-    """
-    tags = ["O"] * len(tokens)
-    for start, end, label in sorted(spans, key=lambda s: (s[0], -s[1])):
-        first = True
-        for i, tok in enumerate(tokens):
-            if tok.start < end and tok.end > start and tags[i] == "O":
-                tags[i] = ("B-" if first else "I-") + label
-                first = False
-    return tags
 
 
 def iob2_to_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
@@ -293,9 +282,6 @@ class BiLSTMTaggerSuccessor(ClassicalSuccessor):
         return out
 
     def _dev_metric(self, texts: list[str], targets: list) -> float:
-        from seqeval.metrics import f1_score
-        from seqeval.scheme import IOB2
-
         gold = [spans_to_iob2(tokenize(x), [tuple(s) for s in spans]) for x, spans in zip(texts, targets)]
         pred = [repair_iob2(tags) for tags in self.predict_tags(texts)]
         pairs = [(g, p) for g, p in zip(gold, pred) if g]

@@ -24,11 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.acquisition import META_FILE, AcquisitionModel
+from albackend.models.device import pick_device
 from albackend.models.train import TrainConfig
+from albackend.tagging import tag_names
+from plasm.metrics import accuracy, span_f1
 
 __all__ = ["HFSuccessor", "default_train_config", "is_hf_directory", "successor_spec"]
 
@@ -92,8 +97,6 @@ class HFSuccessor:
 
     @property
     def tag_names(self) -> list[str]:
-        from albackend.tagging import tag_names
-
         return tag_names(self.labels)
 
     def _require_fitted(self) -> AcquisitionModel:
@@ -148,8 +151,6 @@ class HFSuccessor:
         self.model.meta["successor"] = {"type": self.model_type, "base": self.base}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(desc=f"fit {self.base}", unit="step")
 
         def step(i: int, total: int, loss: float) -> None:
@@ -200,7 +201,6 @@ class HFSuccessor:
 
     def dev_metric(self, texts: Sequence[str], targets: Sequence) -> float:
         """Accuracy, or strict span F1 over the common word segmentation (:mod:`plasm.metrics`)."""
-        from plasm.metrics import accuracy, span_f1
 
         texts = list(texts)
         if self.kind == "tagging":
@@ -227,9 +227,6 @@ class HFSuccessor:
 
 def _load_plain(directory: Path, device) -> AcquisitionModel:
     """A plain HF classifier / token classifier directory (no albackend.json): the spec comes from config.json."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
-
-    from albackend.models.device import pick_device
 
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}

@@ -4,47 +4,23 @@ Used by the classical successors (CNN classifier, BiLSTM tagger). They are train
 no pretrained word vectors (GloVe / Word2Vec as in the paper's Tables 6-7) are available offline, so
 the vocabulary is built from the successor's own training texts.
 
-The tokenizer is deterministic and lossless with respect to offsets: every token is a ``\\w+`` run or a
-single non-space, non-word character (punctuation, symbols, each emoji code point), and
-``text[token.start:token.end]`` is always the token's original (not lower-cased) surface form.
+Words come from :func:`plasm.words.tokenize`, the segmentation every PLASM metric uses too.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
-TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+from plasm.words import Token, tokenize
 
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 PAD_ID = 0
 UNK_ID = 1
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN)
-
-
-class Token(NamedTuple):
-    """One token: ``text`` (lower-cased when asked) and its ``[start, end)`` offsets in the original text."""
-
-    text: str
-    start: int
-    end: int
-
-
-def tokenize(text: str, *, lowercase: bool = False) -> list[Token]:
-    """Split ``text`` into ``\\w+`` runs and single punctuation/symbol characters, keeping offsets.
-
-    ``lowercase`` only changes ``Token.text``; offsets always index the original string.
-    """
-    tokens = []
-    for match in TOKEN_PATTERN.finditer(text):
-        surface = match.group()
-        tokens.append(Token(surface.lower() if lowercase else surface, match.start(), match.end()))
-    return tokens
 
 
 class Vocab:

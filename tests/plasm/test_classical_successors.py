@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from plasm.successors.base import Successor, load_successor
-from plasm.successors.bilstm import (BiLSTMTaggerSuccessor, iob2_to_spans, repair_iob2,
-                                     spans_to_iob2)
+from plasm.successors.bilstm import BiLSTMTaggerSuccessor, iob2_to_spans, repair_iob2
 from plasm.successors.cnn import CNNClassifierSuccessor
-from plasm.successors.vocab import PAD_ID, UNK_ID, Vocab, tokenize
+from plasm.successors.vocab import PAD_ID, UNK_ID, Vocab
+from plasm.words import spans_to_iob2, tokenize
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,20 +1,18 @@
 """Label Studio tasks and annotation results built from the shared datasets.
 
-Data root: env ``SHARED_DATA`` or ``<repo>/../shared/data`` (``ag_news/*.csv`` with columns
-``text,label,label_name``; ``conll2003/*.jsonl`` with ``{"id", "tokens", "tags"}`` in IOB2).
+Data root and file readers: :mod:`bench.emulation.data` (env ``SHARED_DATA`` or ``<repo>/../shared/data``;
+``ag_news/*.csv`` with columns ``text,label,label_name``; ``conll2003/*.jsonl`` with ``{"id", "tokens", "tags"}``
+in IOB2). LS results come from the backend's own builders (:mod:`albackend.predictions`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import random
-import uuid
 from functools import lru_cache
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from albackend.labelconfig import TaskSpec
+from albackend.predictions import choice_result, span_result
+from bench.emulation.data import read_classification, read_jsonl, shared_data_dir, tokens_to_text
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 CONLL_LABELS = ["PER", "ORG", "LOC", "MISC"]
@@ -40,10 +38,6 @@ NER_CONFIG = (
 Span = tuple[int, int, str]
 
 
-def shared_data_dir() -> Path:
-    return Path(os.environ.get("SHARED_DATA") or (REPO_ROOT.parent / "shared" / "data")).expanduser().resolve()
-
-
 def have_shared_data() -> bool:
     d = shared_data_dir()
     return (d / "ag_news" / "train_pool.csv").is_file() and (d / "conll2003" / "train.jsonl").is_file()
@@ -52,9 +46,7 @@ def have_shared_data() -> bool:
 # --------------------------------------------------------------------------------------------- AG News
 @lru_cache(maxsize=4)
 def _agnews_rows(split: str) -> tuple[tuple[str, str], ...]:
-    path = shared_data_dir() / "ag_news" / f"{split}.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
-        return tuple((row["text"], row["label_name"]) for row in csv.DictReader(fh))
+    return tuple(read_classification(shared_data_dir() / "ag_news" / f"{split}.csv", label_column="label_name"))
 
 
 def agnews_tasks(n: int, seed: int = 0, split: str = "train_pool",
@@ -91,47 +83,8 @@ def agnews_tasks(n: int, seed: int = 0, split: str = "train_pool",
 # --------------------------------------------------------------------------------------------- CoNLL-2003
 @lru_cache(maxsize=4)
 def _conll_rows(split: str) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
-    path = shared_data_dir() / "conll2003" / f"{split}.jsonl"
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                d = json.loads(line)
-                out.append((tuple(d["tokens"]), tuple(d["tags"])))
-    return tuple(out)
-
-
-def iob2_to_char_spans(tokens: list[str] | tuple[str, ...],
-                       tags: list[str] | tuple[str, ...]) -> tuple[str, list[Span]]:
-    """Text ``" ".join(tokens)`` and its entity spans ``(start, end, label)`` in character offsets.
-
-    ``B-X`` opens an entity; ``I-X`` continues an open ``X`` entity (an ``I-X`` with no open ``X`` opens one,
-    as lenient IOB readers do); ``O`` closes.
-    """
-    if len(tokens) != len(tags):
-        raise ValueError("tokens and tags differ in length")
-    text = " ".join(tokens)
-    spans: list[Span] = []
-    pos = 0
-    cur: list | None = None  # [start, end, label]
-    for tok, tag in zip(tokens, tags):
-        start, end = pos, pos + len(tok)
-        pos = end + 1
-        if tag == "O" or not tag:
-            if cur:
-                spans.append(tuple(cur))
-            cur = None
-            continue
-        prefix, _, label = tag.partition("-")
-        if prefix == "I" and cur is not None and cur[2] == label:
-            cur[1] = end
-        else:
-            if cur:
-                spans.append(tuple(cur))
-            cur = [start, end, label]
-    if cur:
-        spans.append(tuple(cur))
-    return text, spans
+    rows = read_jsonl(shared_data_dir() / "conll2003" / f"{split}.jsonl")
+    return tuple((tuple(d["tokens"]), tuple(d["tags"])) for d in rows)
 
 
 def conll_tasks(n: int, seed: int = 0, split: str = "train", min_entities: int = 1, min_tokens: int = 4,
@@ -150,7 +103,7 @@ def conll_tasks(n: int, seed: int = 0, split: str = "train", min_entities: int =
         tokens, tags = rows[i]
         if len(tokens) < min_tokens or (max_tokens is not None and len(tokens) > max_tokens):
             continue
-        text, spans = iob2_to_char_spans(tokens, tags)
+        text, _, spans = tokens_to_text(tokens, tags)
         if len(spans) < min_entities:
             continue
         tasks.append({"data": {"text": text}})
@@ -161,22 +114,18 @@ def conll_tasks(n: int, seed: int = 0, split: str = "train", min_entities: int =
 
 
 # --------------------------------------------------------------------------------------------- LS results
+def _spec(kind: str, from_name: str, to_name: str, labels) -> TaskSpec:
+    return TaskSpec(kind, from_name, to_name, to_name, tuple(labels))
+
+
 def choices_result(label: str, from_name: str = "label", to_name: str = "text") -> list[dict]:
-    """An LS annotation/prediction result for a Choices control."""
-    return [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
+    """An LS annotation/prediction result for a Choices control (the backend's own builder)."""
+    return choice_result(_spec("classification", from_name, to_name, [label]), [label])
 
 
 def spans_result(text: str, spans, from_name: str = "label", to_name: str = "text") -> list[dict]:
-    """An LS result for a Labels control over Text: one region per ``(start, end, label)``."""
-    out = []
-    for start, end, label in spans:
+    """An LS result for a Labels control over Text: one region per ``(start, end, label)``; spans must fit."""
+    for start, end, _ in spans:
         if not (0 <= start < end <= len(text)):
             raise ValueError(f"span {(start, end)} outside text of length {len(text)}")
-        out.append({
-            "id": uuid.uuid4().hex[:10],
-            "from_name": from_name,
-            "to_name": to_name,
-            "type": "labels",
-            "value": {"start": start, "end": end, "text": text[start:end], "labels": [label]},
-        })
-    return out
+    return span_result(_spec("tagging", from_name, to_name, {s[2] for s in spans}), text, spans)

@@ -15,22 +15,22 @@ import sys
 import pytest
 
 from tests.support import services
-from tests.support.datasets import (AGNEWS_LABELS, CLASSIFICATION_CONFIG, CONLL_LABELS,
-                                    agnews_tasks, choices_result, conll_tasks, iob2_to_char_spans,
-                                    spans_result)
+from bench.emulation.data import tokens_to_text
+from tests.support.datasets import (AGNEWS_LABELS, CLASSIFICATION_CONFIG, CONLL_LABELS, agnews_tasks, choices_result,
+                                    conll_tasks, spans_result)
 from tests.support.fakes import FakeMLBackend
 from tests.support.lsapi import LSAPIError
 
 
 # --------------------------------------------------------------------------------------------- datasets
 def test_iob2_to_char_spans():
-    text, spans = iob2_to_char_spans(["EU", "rejects", "German", "call", "Peter", "Blackburn", "x", "New", "York"],
-                                     ["B-ORG", "O", "B-MISC", "O", "B-PER", "I-PER", "O", "I-LOC", "I-LOC"])
+    text, _, spans = tokens_to_text(["EU", "rejects", "German", "call", "Peter", "Blackburn", "x", "New", "York"],
+                                    ["B-ORG", "O", "B-MISC", "O", "B-PER", "I-PER", "O", "I-LOC", "I-LOC"])
     assert text == "EU rejects German call Peter Blackburn x New York"
     assert spans == [(0, 2, "ORG"), (11, 17, "MISC"), (23, 38, "PER"), (41, 49, "LOC")]
     assert [text[s:e] for s, e, _ in spans] == ["EU", "German", "Peter Blackburn", "New York"]
     # adjacent B- of the same type are two entities
-    _, spans = iob2_to_char_spans(["A", "B"], ["B-PER", "B-PER"])
+    _, _, spans = tokens_to_text(["A", "B"], ["B-PER", "B-PER"])
     assert spans == [(0, 1, "PER"), (2, 3, "PER")]
 
 

@@ -1,36 +1,30 @@
-"""Student distillation (plasm.distil): layer choice and initialisation, the Appendix A.1 losses, resumable
-training, the backend loading a student, the quality report's numpy Spearman, inputs, CLI and RQ job.
+"""Student distillation (albackend.models.student, .distil, .distil_quality): layer choice and initialisation, the
+Appendix A.1 losses, resumable training, the backend loading a student, the quality report's numpy Spearman.
 
 Tiny random BERTs (tests.support.tiny) keep every test to seconds on two CPU cores.
 """
 from __future__ import annotations
 
-import argparse
 import json
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from scipy.stats import spearmanr
 from transformers import AutoModel, AutoTokenizer, BertForMaskedLM, MPNetConfig, MPNetModel
 
-import albackend.models  # noqa: F401  (quiet transformers)
 from albackend.labelconfig import TaskSpec
+from albackend.models import distil as D
+from albackend.models import distil_quality as Q
+from albackend.models import student as S
 from albackend.models.acquisition import META_FILE, AcquisitionModel
-from plasm import distil as D
-from plasm import distil_quality as Q
 from tests.support.tiny import make_tiny_bert
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TEXTS = [f"{w} news about {x} and the {y} market today" for w in ("oil", "stock", "team", "space", "vote")
          for x in ("prices", "games", "rockets", "elections", "banks", "players") for y in ("world", "tech")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared CPU: one torch thread is many times faster than contended OpenMP threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +44,24 @@ def _batch(tokenizer, texts=TEXTS[:8]):
 
 # ---- layer selection and initialisation ----------------------------------------------------------------
 def test_choose_layers_and_map():
-    assert D.choose_layers(6) == [0, 2, 4]
-    assert D.choose_layers(6, keep_every=3) == [0, 3]
-    assert D.choose_layers(6, "4, 0,2") == [0, 2, 4]
+    assert S.choose_layers(6) == [0, 2, 4]
+    assert S.choose_layers(6, keep_every=3) == [0, 3]
+    assert S.choose_layers(6, "4, 0,2") == [0, 2, 4]
     with pytest.raises(ValueError, match="do not exist"):
-        D.choose_layers(6, [0, 6])
-    assert D.layer_map([0, 2, 4], 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
-    assert D.layer_map(list(range(4)), 4) == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]
+        S.choose_layers(6, [0, 6])
+    assert S.layer_map([0, 2, 4], 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
+    assert S.layer_map(list(range(4)), 4) == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]
 
 
 @pytest.mark.parametrize("kind", ["plain", "mlm"])
 def test_student_copies_teacher_layers_exactly(teachers, kind):
-    teacher, _, has_mlm, _ = D.load_teacher(teachers[kind])
+    teacher, _, has_mlm, _ = S.load_teacher(teachers[kind])
     assert has_mlm is (kind == "mlm")
-    name, blocks = D.find_layer_list(teacher)
+    name, blocks = S.find_layer_list(teacher)
     assert name.endswith("encoder.layer") and len(blocks) == 4
-    student = D.build_student(teacher, [1, 3])
+    student = S.build_student(teacher, [1, 3])
     assert student.config.num_hidden_layers == 2 and type(student) is type(teacher)
-    s_blocks, t_sd, s_sd = D.find_layer_list(student)[1], teacher.state_dict(), student.state_dict()
+    s_blocks, t_sd, s_sd = S.find_layer_list(student)[1], teacher.state_dict(), student.state_dict()
     for j, i in enumerate([1, 3]):
         for (n1, p1), (n2, p2) in zip(s_blocks[j].state_dict().items(), blocks[i].state_dict().items()):
             assert n1 == n2 and torch.equal(p1, p2)
@@ -83,8 +77,8 @@ def test_mpnet_student_keeps_relative_attention_bias():
     cfg = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=64)
     teacher = MPNetModel(cfg).eval()
-    assert D.find_layer_list(teacher)[0] == "encoder.layer"
-    student = D.build_student(teacher, [0, 2])
+    assert S.find_layer_list(teacher)[0] == "encoder.layer"
+    student = S.build_student(teacher, [0, 2])
     assert torch.equal(student.encoder.relative_attention_bias.weight, teacher.encoder.relative_attention_bias.weight)
     for j, i in enumerate([0, 2]):
         for p1, p2 in zip(student.encoder.layer[j].parameters(), teacher.encoder.layer[i].parameters()):
@@ -95,27 +89,27 @@ def test_mpnet_student_keeps_relative_attention_bias():
 
 # ---- losses --------------------------------------------------------------------------------------------
 def test_hidden_losses_zero_for_identical_student(teachers):
-    teacher, tok, _, _ = D.load_teacher(teachers["plain"])
-    student = D.build_student(teacher, [0, 1, 2, 3]).eval()
+    teacher, tok, _, _ = S.load_teacher(teachers["plain"])
+    student = S.build_student(teacher, [0, 1, 2, 3]).eval()
     ids, attn = _batch(tok)
     with torch.no_grad():
         t = teacher(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
         s = student(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
-    cos, mse = D.hidden_losses(s, t, attn, D.layer_map([0, 1, 2, 3], 4))
+    cos, mse = S.hidden_losses(s, t, attn, S.layer_map([0, 1, 2, 3], 4))
     assert float(cos) < 1e-6 and float(mse) < 1e-10
 
 
 @pytest.mark.parametrize("loss", ["cos", "mse", "ce", "mlm"])
 def test_each_loss_is_finite_and_decreases(teachers, loss):
-    teacher, tok, _, _ = D.load_teacher(teachers["mlm"])
-    student = D.build_student(teacher, [0, 2]).eval()  # no dropout: a clean descent check
+    teacher, tok, _, _ = S.load_teacher(teachers["mlm"])
+    student = S.build_student(teacher, [0, 2]).eval()  # no dropout: a clean descent check
     torch.manual_seed(0)
     with torch.no_grad():  # a random tiny BERT's layers barely change its states: move the student away first
         for p in student.bert.encoder.parameters():
             p.add_(torch.randn_like(p) * 0.3)
-    pairs = D.layer_map([0, 2], 4)
+    pairs = S.layer_map([0, 2], 4)
     ids, attn = _batch(tok)
-    ids, labels = D.mask_tokens(ids, attn, tok, 0.3, torch.Generator().manual_seed(0))
+    ids, labels = S.mask_tokens(ids, attn, tok, 0.3, torch.Generator().manual_seed(0))
     assert (labels != -100).any()
     with torch.no_grad():
         t = teacher(input_ids=ids, attention_mask=attn, output_hidden_states=True)
@@ -123,8 +117,8 @@ def test_each_loss_is_finite_and_decreases(teachers, loss):
     values = []
     for _ in range(5):
         s = student(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-        parts = dict(zip(("cos", "mse"), D.hidden_losses(s.hidden_states, t.hidden_states, attn, pairs)))
-        parts.update(zip(("ce", "mlm"), D.mlm_losses(s.logits, t.logits, labels, 2.0)))
+        parts = dict(zip(("cos", "mse"), S.hidden_losses(s.hidden_states, t.hidden_states, attn, pairs)))
+        parts.update(zip(("ce", "mlm"), S.mlm_losses(s.logits, t.logits, labels, 2.0)))
         assert all(torch.isfinite(v) for v in parts.values())
         values.append(float(parts[loss].detach()))
         opt.zero_grad()
@@ -134,9 +128,9 @@ def test_each_loss_is_finite_and_decreases(teachers, loss):
 
 
 def test_mask_tokens_spares_special_and_padding(teachers):
-    _, tok, _, _ = D.load_teacher(teachers["mlm"])
+    _, tok, _, _ = S.load_teacher(teachers["mlm"])
     ids, attn = _batch(tok)
-    _, labels = D.mask_tokens(ids, attn, tok, 1.0, torch.Generator().manual_seed(1))
+    _, labels = S.mask_tokens(ids, attn, tok, 1.0, torch.Generator().manual_seed(1))
     special = torch.isin(ids, torch.tensor(tok.all_special_ids))
     assert ((labels != -100) == (~special & attn.bool())).all()
 
@@ -205,82 +199,9 @@ def test_mlm_student_keeps_head_and_teacher_pooler(tmp_path):
 
 # ---- quality report pieces -----------------------------------------------------------------------------
 def test_spearman_matches_scipy():
-    from scipy.stats import spearmanr
     rng = np.random.default_rng(0)
     a = rng.integers(0, 5, 200).astype(float)  # many ties
     b = a + rng.normal(0, 2, 200)
     assert Q.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
     assert Q.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert Q.rank_average(np.array([10, 20, 20, 30])).tolist() == [0, 1.5, 1.5, 3]
-
-
-def test_sources(tmp_path):
-    (tmp_path / "t.txt").write_text("one\n\ntwo\nthree\n")
-    (tmp_path / "e.json").write_text(json.dumps([{"id": 1, "data": {"body": "x y"}}, {"id": 2, "data": {"body": "z"}}]))
-    (tmp_path / "c.csv").write_text("text,label\nalpha,a\nbeta,b\ngamma,a\n")
-    texts, src, _ = Q.load_unlabeled({"text_file": str(tmp_path / "t.txt"), "seed": 1})
-    assert sorted(texts) == ["one", "three", "two"] and "text file" in src
-    texts, src, _ = Q.load_unlabeled({"export": str(tmp_path / "e.json")})
-    assert sorted(texts) == ["x y", "z"] and "field body" in src
-    texts, _, _ = Q.load_unlabeled({"csv": str(tmp_path / "c.csv"), "text_col": "text", "max_texts": 2})
-    assert len(texts) == 2 and set(texts) <= {"alpha", "beta", "gamma"}
-    with pytest.raises(ValueError, match="exactly one"):
-        Q.load_unlabeled({"csv": "a", "text_file": "b"})
-    rows = "text,label_name\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(300))
-    (tmp_path / "l.csv").write_text(rows)
-    spec, train, pool, labels, _ = Q.labeled_split({"eval_csv": str(tmp_path / "l.csv"), "label_col": "label_name",
-                                                    "eval_fraction": 0.01, "pool_size": 50, "seed": 0}, {})
-    assert spec.labels == ("a", "b") and len(train) == 3 and len(pool) == len(labels) == 50
-    assert not {e.text for e in train} & set(pool)
-
-
-def test_cli_sync_writes_student_and_quality(teachers, tmp_path, capsys):
-    csv_path = tmp_path / "d.csv"
-    csv_path.write_text("text,label\n" + "".join(f"\"{t}\",{t.split()[0]}\n" for t in TEXTS))
-    parser = argparse.ArgumentParser()
-    D.add_arguments(parser)
-    args = parser.parse_args(["--teacher", teachers["plain"], "--out", str(tmp_path / "st"), "--csv", str(csv_path),
-                              "--max-steps", "2", "--batch-size", "8", "--max-length", "16", "--sync",
-                              "--eval-csv", str(csv_path), "--eval-size", "10", "--pool-size", "20",
-                              "--unrelated", "none", "--eval-min-steps", "2", "--eval-epochs", "1",
-                              "--device", "cpu"])
-    assert D.main(args) == 0
-    out = capsys.readouterr().out
-    assert "LC Spearman student~teacher" in out and "speed-up" in out and "only hidden-state cos + MSE" in out
-    quality = json.loads((tmp_path / "st" / "quality.json").read_text())
-    assert -1 <= quality["spearman_lc"]["student~teacher"] <= 1 and quality["speed"]["speedup"] > 0
-    assert quality["pair_wins"] is None and "unavailable" in quality["verdict"]
-    assert json.loads((tmp_path / "st" / META_FILE).read_text())["quality"]["spearman_lc"]
-
-
-@pytest.mark.redis
-def test_enqueue_and_rq_job(redis_server, teachers, tmp_path, capsys, monkeypatch):
-    from redis import Redis
-    from rq import Queue, SimpleWorker
-    from rq.job import Job
-    (tmp_path / "t.txt").write_text("\n".join(TEXTS))
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("RQ_QUEUE", "distil-test")
-    parser = argparse.ArgumentParser()
-    D.add_arguments(parser)
-    args = parser.parse_args(["--teacher", teachers["plain"], "--out", str(tmp_path / "st"), "--text-file",
-                              str(tmp_path / "t.txt"), "--max-steps", "2", "--max-length", "16", "--no-quality",
-                              "--device", "cpu"])
-    assert D.main(args) == 0
-    job_id = capsys.readouterr().out.strip()
-    assert job_id.startswith("distil-")
-    conn = Redis.from_url(redis_server.url)
-    SimpleWorker([Queue("distil-test", connection=conn)], connection=conn).work(burst=True)
-    job = Job.fetch(job_id, connection=conn)
-    assert job.get_status(refresh=True) == "finished", job.latest_result().exc_string
-    assert job.return_value()["steps"] == 2 and job.get_meta()["progress"]["step"] == 2
-    assert (tmp_path / "st" / "model.safetensors").exists()
-
-
-def test_enqueue_reports_unreachable_redis(teachers, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
-    parser = argparse.ArgumentParser()
-    D.add_arguments(parser)
-    args = parser.parse_args(["--teacher", teachers["plain"], "--out", str(tmp_path / "st"), "--text-file", "x"])
-    assert D.main(args) == 2
-    assert "cannot enqueue" in capsys.readouterr().err
