@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import argparse
 
+import logging
+
 from albackend.app import create_app
 from albackend.models.runtime import configure_runtime
+from albackend.settings import Settings
+from model import ActiveLearningModel
 
 configure_runtime()
-app = create_app()
+settings = Settings.from_env()
+logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app(settings, model_class=ActiveLearningModel)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the backend with Flask's development server")

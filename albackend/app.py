@@ -14,14 +14,18 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from functools import partial
 
+import numpy as np
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from albackend.jobs import QueueUnavailable, make_queue
 from albackend.labelconfig import ConfigError, parse_label_config
 from albackend.retrain import TRAIN_ACTIONS, on_train_action
 from albackend.settings import Settings
 from albackend.store import ModelStore, project_key
+from albackend.training import training_job
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +50,6 @@ class Timings:
             self._counts[f"{endpoint} {status}"] += 1
 
     def summary(self) -> dict:
-        import numpy as np
-
         with self._lock:
             out = {}
             for ep, values in self._data.items():
@@ -106,12 +108,10 @@ def basic_auth_ok(header: str, user: str, password: str) -> bool:
     return ok
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    from albackend.jobs import QueueUnavailable, make_queue
-    from model import ActiveLearningModel
-
+def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
+    """The app for ``model_class`` (the LabelStudioMLBase subclass in model.py, handed in by _wsgi.py so the
+    protocol layer never imports upward)."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(settings.model_dir)
     app = Flask("al-backend")
     app.config["JSON_SORT_KEYS"] = False  # Flask < 2.3
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     state = {"queue": None, "started": time.time()}
     queue_lock = threading.Lock()
     timings = Timings()
-    models = ActiveLearningModel.registry(settings, store)
+    models = model_class.registry(settings, store)
     auth_on = bool(settings.basic_auth_user or settings.basic_auth_pass)
     if auth_on and not (settings.basic_auth_user and settings.basic_auth_pass):
         raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither): an empty one would let anyone in")
@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def job_queue():
         with queue_lock:  # created lazily: a fork after import must not share an RQ connection or thread
             if state["queue"] is None:
-                state["queue"] = make_queue(settings, store)
+                state["queue"] = make_queue(settings, store, partial(training_job, settings=settings))
             return state["queue"]
 
     @app.before_request
@@ -179,7 +179,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.route("/", methods=["GET"])
     @app.route("/health", methods=["GET"])
     def health():
-        return jsonify({"status": "UP", "model_class": "ActiveLearningModel",
+        return jsonify({"status": "UP", "model_class": model_class.__name__,
                         "queue": "rq" if settings.redis_url else "in-process"})
 
     @app.route("/setup", methods=["POST"])

@@ -31,12 +31,17 @@ import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
 from albackend.lsclient import redact
+from albackend.redisconn import RedisError, connect
 from albackend.settings import Settings
 from albackend.store import ModelStore, json_default
 
 log = logging.getLogger(__name__)
-JOB_FUNC = "albackend.training.training_job"
+JOB_FUNC = "albackend.rqjobs.train"
 PENDING_KEY = "albackend:pending:{}"
 LOCK_KEY = "albackend:lock:{}"
 PENDING_TTL_S = 6 * 3600
@@ -76,7 +81,7 @@ def _write_queued(settings: Settings, store: ModelStore, record: dict) -> None:
 class InProcessQueue:
     """One daemon thread running jobs in order; the default without Redis (use one gunicorn worker)."""
 
-    def __init__(self, settings: Settings, store: ModelStore, runner: Callable[[str, str], dict] | None = None):
+    def __init__(self, settings: Settings, store: ModelStore, runner: Callable[[str, str], dict]):
         self.settings, self.store = settings, store
         self._runner = runner
         self._q: queue.Queue = queue.Queue()
@@ -108,11 +113,7 @@ class InProcessQueue:
             with self._lock:
                 self._pending.pop(project, None)
             try:
-                if self._runner is not None:
-                    self._runner(project, job_id)
-                else:  # the app's settings, not the environment's: create_app(settings) may differ from it
-                    from albackend.training import training_job
-                    training_job(project, job_id, settings=self.settings)
+                self._runner(project, job_id)
             except Exception:  # the job records its own failure; the worker thread must survive
                 log.exception("training job %s crashed", job_id)
 
@@ -124,18 +125,12 @@ class RQQueue:
     """Jobs on an RQ queue; dedup and the per-project lock live in Redis."""
 
     def __init__(self, settings: Settings, store: ModelStore):
-        from rq import Queue
-
-        from albackend.redisconn import connect
-
         self.settings, self.store = settings, store
         self.redis = connect(settings.redis_url, settings.redis_timeout)
         self.queue = Queue(settings.rq_queue, connection=self.redis)
         self._down_until = 0.0  # after a Redis error, /status stops asking Redis for a few seconds
 
     def submit(self, project: str, trigger: str) -> tuple[str, bool]:
-        from albackend.redisconn import RedisError
-
         try:
             return self._submit(project, trigger)
         except RedisError as exc:
@@ -163,9 +158,6 @@ class RQQueue:
 
     def _still_queued(self, job_id: str, key: str) -> bool:
         """Whether the pending mark names a job that has not started yet (or is being enqueued right now)."""
-        from rq.exceptions import NoSuchJobError
-        from rq.job import Job
-
         if PENDING_TTL_S - self.redis.ttl(key) < 30:  # young mark: its submitter may still be enqueueing
             return True
         try:
@@ -179,9 +171,6 @@ class RQQueue:
         record = reconcile_liveness(self.store, record)
         if record.get("state") not in ("queued", "running") or time.monotonic() < self._down_until:
             return record
-        from rq.exceptions import NoSuchJobError
-        from rq.job import Job
-
         try:
             job = Job.fetch(record["id"], connection=self.redis)
             status = job.get_status(refresh=True)
@@ -193,26 +182,27 @@ class RQQueue:
             return record
         status = getattr(status, "value", status)
         if status in ("failed", "stopped", "canceled"):
-            exc = (result.exc_string if result else "") or ""
-            last = exc.strip().splitlines()[-1] if exc.strip() else f"RQ reports the job {status}"
+            last = rq_failure_reason((result.exc_string if result else "") or "", status)
             return {**record, "state": "failed", "reason": redact(last, [self.settings.label_studio_api_key])}
         return record
 
 
-def redis_client(settings: Settings):
-    from albackend.redisconn import connect
+def rq_failure_reason(exc_string: str, status: str) -> str:
+    """The last line of RQ's traceback of a failed job (a killed work horse writes no record of its own)."""
+    return exc_string.strip().splitlines()[-1] if exc_string.strip() else f"RQ reports the job {status}"
 
+
+def redis_client(settings: Settings):
     return connect(settings.redis_url, max(settings.redis_timeout, 10.0))  # shard bookkeeping tolerates load
 
 
 def rq_queue(settings: Settings):
-    from rq import Queue
-
     return Queue(settings.rq_queue, connection=redis_client(settings))
 
 
-def make_queue(settings: Settings, store: ModelStore):
-    return RQQueue(settings, store) if settings.redis_url else InProcessQueue(settings, store)
+def make_queue(settings: Settings, store: ModelStore, runner: Callable[[str, str], dict]):
+    """RQ when REDIS_URL is set (workers import JOB_FUNC themselves), else a thread running ``runner``."""
+    return RQQueue(settings, store) if settings.redis_url else InProcessQueue(settings, store, runner)
 
 
 # ------------------------------------------------------------------------------------------ liveness
@@ -310,8 +300,6 @@ def clear_pending(settings: Settings, project: str, job_id: str) -> None:
     """Called when a job starts: a new event may now queue the next retrain."""
     if not settings.redis_url:
         return
-    from albackend.redisconn import RedisError, connect
-
     key = PENDING_KEY.format(project)
     try:
         r = connect(settings.redis_url, settings.redis_timeout)
@@ -338,8 +326,6 @@ def project_lock(settings: Settings, store: ModelStore, project: str, timeout: f
     frees it within LOCK_TTL_S instead of blocking the project for hours.
     """
     if settings.redis_url:
-        from albackend.redisconn import connect
-
         lock = connect(settings.redis_url, settings.redis_timeout).lock(
             LOCK_KEY.format(project), timeout=LOCK_TTL_S, blocking_timeout=timeout, thread_local=False)
         if not lock.acquire():

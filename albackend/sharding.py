@@ -37,7 +37,7 @@ from albackend.store import ModelStore
 from albackend.taskstore import TaskStore
 
 log = logging.getLogger(__name__)
-SHARD_JOB = "albackend.sharding.shard_job"
+SHARD_JOB = "albackend.rqjobs.score_shards"
 MIN_CLAIM_TIMEOUT_S = 120.0
 ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, list]]
 

@@ -177,7 +177,6 @@ def run_iteration(settings: Settings, store: ModelStore, project: str, stats: di
 def training_job(project: str, job_id: str, settings: Settings | None = None) -> dict:
     """Entry point for RQ (settings from the environment) and the in-process worker (the app's settings)."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = ModelStore(settings.model_dir)
     record = jobs.start_record(settings, store, project, job_id)  # running, heartbeat, pending cleared
     stats: dict = {"seconds": {}}

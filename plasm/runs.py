@@ -22,7 +22,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from albackend.jobs import queued_record
+from albackend.jobs import queued_record, rq_failure_reason
 from albackend.redisconn import connect
 from albackend.store import atomic_write_text
 
@@ -79,7 +79,7 @@ def _rq_failure(job: Job, status: str) -> str:
         reason = (result.exc_string if result is not None else "") or ""
     except Exception:  # noqa: BLE001 - an RQ without results, or Redis trouble: RQ's status is enough
         reason = ""
-    return reason.strip().splitlines()[-1] if reason.strip() else f"RQ reports the job {status}"
+    return rq_failure_reason(reason, status)
 
 
 def reconcile(job: Job) -> dict:

@@ -16,6 +16,7 @@ import pytest
 
 from albackend import jobs
 from albackend.app import create_app
+from model import ActiveLearningModel
 from albackend.models.acquisition import AcquisitionModel
 from albackend.settings import Settings
 from albackend.store import ModelStore
@@ -48,7 +49,7 @@ def settings(tmp_path, tiny):
 
 @pytest.fixture
 def client(settings):
-    return create_app(settings).test_client()
+    return create_app(settings, model_class=ActiveLearningModel).test_client()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def published(tmp_path_factory, tiny):
 @pytest.fixture
 def pub_client(published, tiny):
     root, _, _ = published
-    return create_app(make_settings(root, tiny)).test_client()
+    return create_app(make_settings(root, tiny), model_class=ActiveLearningModel).test_client()
 
 
 def assert_json_error(resp, status):
@@ -220,7 +221,7 @@ BAD_TASKS = [
 @pytest.mark.parametrize("project, ups_min", [("12", 200), ("13", 200), ("12", 3), ("13", 3)])
 def test_predict_bad_tasks_still_one_result_each(published, tiny, project, ups_min):
     root, cls_info, ner_info = published
-    c = create_app(make_settings(root, tiny, predict_ups_min_tasks=ups_min)).test_client()
+    c = create_app(make_settings(root, tiny, predict_ups_min_tasks=ups_min), model_class=ActiveLearningModel).test_client()
     version = (cls_info if project == "12" else ner_info)["model_version"]
     for _ in range(2):  # the second batch may be served from the prediction store (UPS path)
         r = c.post("/predict", json={"tasks": BAD_TASKS, "project": project})
@@ -236,7 +237,7 @@ def test_predict_bad_tasks_still_one_result_each(published, tiny, project, ups_m
 
 def test_predict_duplicate_task_ids_still_one_result_each(published, tiny):
     root, cls_info, _ = published
-    c = create_app(make_settings(root, tiny, predict_ups_min_tasks=2)).test_client()
+    c = create_app(make_settings(root, tiny, predict_ups_min_tasks=2), model_class=ActiveLearningModel).test_client()
     tasks = [task(7, "goal"), task(7, "vote"), task(8, "match")]
     for _ in range(2):
         results = c.post("/predict", json={"tasks": tasks, "project": "12"}).get_json()["results"]
@@ -294,7 +295,7 @@ def test_webhook_queues_training_jobs(client, settings):
 
 def test_annotation_events_queue_a_retrain_every_n(settings):
     """RETRAIN_EVERY annotation events queue one retrain; the ones before are journalled, not queued."""
-    app = create_app(dataclasses.replace(settings, retrain_every=3))
+    app = create_app(dataclasses.replace(settings, retrain_every=3), model_class=ActiveLearningModel)
     store = ModelStore(settings.model_dir)
     answers = []
     for i in range(3):
@@ -306,7 +307,7 @@ def test_annotation_events_queue_a_retrain_every_n(settings):
 
 
 def test_webhook_burst_queues_at_most_one_job(settings):
-    app = create_app(settings)
+    app = create_app(settings, model_class=ActiveLearningModel)
     store = ModelStore(settings.model_dir)
     payload = {"action": "ANNOTATION_CREATED", "project": {"id": 31, "min_annotations_to_start_training": 1},
                "task": {"id": 1, "project": 31},
@@ -385,7 +386,7 @@ def _basic(user, pwd):
 
 
 def test_basic_auth(tmp_path, tiny):
-    c = create_app(make_settings(tmp_path / "m", tiny, basic_auth_user="ls", basic_auth_pass="pä55:word")).test_client()
+    c = create_app(make_settings(tmp_path / "m", tiny, basic_auth_user="ls", basic_auth_pass="pä55:word"), model_class=ActiveLearningModel).test_client()
     for path in ("/health", "/versions", "/metrics"):
         r = c.get(path)
         assert_json_error(r, 401)

@@ -26,9 +26,9 @@ HEAVY = ("torch", "transformers", "requests", "flask")
 LAZY_IMPORT_ALLOWED = {"plasm/cli/__init__.py"}
 # Modules owned by the live-loop rewrite: function-body imports, the jobs <-> training cycle and the job's logging
 # set-up are being replaced there.
-LIVE_LOOP = {"albackend/app.py", "albackend/jobs.py", "albackend/training.py"}
+LIVE_LOOP: set[str] = set()
 # Entry points may configure logging: the plasm CLI's main.
-LOGGING_ENTRY_POINTS = {"plasm/cli/__init__.py"}
+LOGGING_ENTRY_POINTS = {"plasm/cli/__init__.py", "albackend/rqjobs.py"}
 # Reads of the environment outside settings.py: none. runtime.py only sets a default for a third-party library.
 ENVIRON_WRITERS = {"albackend/settings.py", "albackend/models/runtime.py"}
 

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from albackend.app import basic_auth_ok, create_app
+from model import ActiveLearningModel
 from albackend.examples import gold_examples, task_text
 from albackend.labelconfig import ConfigError, parse_label_config
 from albackend.models.acquisition import AcquisitionModel
@@ -75,7 +76,7 @@ def test_long_texts_are_cut_by_characters_before_tokenizing(tiny):
 def test_predict_surrogates_and_extreme_task_ids(published, tiny):
     root, cls_info, _ = published
     for ups_min in (200, 3):  # the plain path and the prediction-store (UPS) path
-        c = create_app(make_settings(root, tiny, predict_ups_min_tasks=ups_min)).test_client()
+        c = create_app(make_settings(root, tiny, predict_ups_min_tasks=ups_min), model_class=ActiveLearningModel).test_client()
         tasks = [{"id": i, "data": {"text": t}} for i, t in [(2**63, "goal"), (-(2**63) - 1, SURROGATE),
                                                               (2**63 - 1, "vote"), (7, "\udfff")]] * 60
         r = c.post("/predict", json={"tasks": tasks, "project": 12})
@@ -106,7 +107,7 @@ def test_basic_auth_accepts_utf8_and_latin1():
 
 
 def test_body_over_the_cap_is_413_before_reading(settings, published):  # noqa: F811
-    c = create_app(dataclasses.replace(settings, max_request_mb=0.5)).test_client()
+    c = create_app(dataclasses.replace(settings, max_request_mb=0.5), model_class=ActiveLearningModel).test_client()
     r = c.post("/predict", data=b"x" * (600 * 1024), content_type="application/json")
     assert_json_error(r, 413)
     assert c.post("/predict", json={"tasks": [], "project": 12}).status_code == 200
