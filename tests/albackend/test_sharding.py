@@ -26,7 +26,8 @@ WORDS = "match goal stock market chip data team bank phone price coach trade".sp
 
 
 @pytest.fixture
-def setup(tmp_path, tiny, redis_server):
+def setup(tmp_path, tiny, redis_server, monkeypatch):
+    monkeypatch.setenv("SCORING_PRECISION", "fp32")  # int8 activation scales are per batch: shards would differ
     settings = dataclasses.replace(Settings.from_env(), model_dir=tmp_path / "models", redis_url=redis_server.url,
                                    rq_queue=f"q{time.monotonic_ns()}", score_shard_size=20, seed=3, device="cpu",
                                    infer_batch_size=16, max_text_chars=1000)
@@ -56,7 +57,8 @@ def setup(tmp_path, tiny, redis_server):
 def test_helper_worker_scores_shards_with_the_same_result(setup, tmp_path):
     settings, scorer, local, calls = setup
     env = {"MODEL_DIR": str(settings.model_dir), "REDIS_URL": settings.redis_url, "SEED": "3", "DEVICE": "cpu",
-           "INFER_BATCH_SIZE": "16", "MAX_TEXT_CHARS": "1000", "OMP_NUM_THREADS": "1"}
+           "INFER_BATCH_SIZE": "16", "MAX_TEXT_CHARS": "1000", "OMP_NUM_THREADS": "1",
+           "SCORING_PRECISION": "fp32"}
     worker = services.start_rq_worker(settings.redis_url, env, queue=settings.rq_queue, log_dir=tmp_path / "logs")
     try:
         ids = np.arange(1, 101)
