@@ -28,7 +28,7 @@ import torch
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.acquisition import META_FILE, AcquisitionModel
-from albackend.models.train import TrainConfig
+from albackend.models.train import TrainConfig, default_train_config  # the product recipe's one home
 
 __all__ = ["HFSuccessor", "default_train_config", "is_hf_directory", "successor_spec"]
 
@@ -38,11 +38,6 @@ def successor_spec(kind: str, labels: Sequence[str]) -> TaskSpec:
     if kind not in ("classification", "tagging"):
         raise ValueError(f"kind must be 'classification' or 'tagging', got {kind!r}")
     return TaskSpec(kind=kind, from_name="label", to_name="text", value_key="text", labels=tuple(labels))
-
-
-def default_train_config(kind: str, seed: int = 42) -> TrainConfig:
-    """The paper's recipe at CPU scale: 5 epochs, >= 60 steps, batch 16, lr 1e-4 (classification) / 5e-5 (tagging)."""
-    return TrainConfig(lr=5e-5 if kind == "tagging" else 1e-4, seed=seed)
 
 
 def is_hf_directory(directory: str | Path) -> bool:
