@@ -52,7 +52,7 @@ def ls_client(settings: Settings, store: ModelStore, project: str) -> LabelStudi
 
 def train_config(settings: Settings, spec: TaskSpec) -> TrainConfig:
     """The product recipe for the spec's kind (albackend.models.train.default_train_config), env overrides."""
-    overrides = {"lr": settings.train_lr} if settings.train_lr else {}
+    overrides = {k: v for k, v in (("lr", settings.train_lr), ("head_lr", settings.train_head_lr)) if v}
     return default_train_config(spec.kind, settings.seed, epochs=settings.train_epochs,
                                 min_steps=settings.train_min_steps, max_steps=settings.train_max_steps,
                                 batch_size=settings.train_batch_size, **overrides)

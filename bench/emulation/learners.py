@@ -31,7 +31,7 @@ CLASSICAL = {"cnn": "classification", "bilstm": "tagging"}
 
 @dataclass
 class TrainOpts:
-    """Fine-tuning knobs of HF models (product recipe; ``lr = 0`` = product default per task kind).
+    """Fine-tuning knobs of HF models (product recipe; ``lr``/``head_lr`` 0 = product default per task kind).
 
     ``warm_start``: each fit after the first fine-tunes the previous model on all gold labels for
     ``warm_steps_fraction`` of the from-scratch steps, except every ``scratch_every``-th fit (0 = never),
@@ -43,6 +43,7 @@ class TrainOpts:
     max_steps: int = 0
     batch_size: int = 16
     lr: float = 0.0
+    head_lr: float = 0.0  # 0 = product default per task kind (albackend.models.train.default_head_lr)
     max_length: int = 256
     infer_batch_size: int = 64
     warm_start: bool = False
@@ -50,7 +51,7 @@ class TrainOpts:
     warm_steps_fraction: float = 0.5
 
     def train_config(self, kind: str, seed: int) -> TrainConfig:
-        overrides = {"lr": self.lr} if self.lr else {}
+        overrides = {k: v for k, v in (("lr", self.lr), ("head_lr", self.head_lr)) if v}
         return default_train_config(kind, seed, epochs=self.epochs, min_steps=self.min_steps,
                                     max_steps=self.max_steps, batch_size=self.batch_size, **overrides)
 
