@@ -4,7 +4,7 @@ MNLP ranks the pool by the tagger's word confidences; a model that predicts only
 randomly initialised head trained for a few dozen steps at an encoder's learning rate) ranks it by noise, at
 the very iterations where active learning matters most. This benchmark trains the acquisition model on n
 random CoNLL-2003 training sentences (several sizes and seeds) under several recipes and reports, on a test
-subset, strict span F1 / precision / recall and the number of predicted vs gold spans.
+subset (the same for every run), strict span F1 / precision / recall and the number of predicted vs gold spans.
 
     python bench/cold_ner.py                                   # before vs product, 40 and 80 sentences, 2 seeds
     python bench/cold_ner.py --recipes before,product,head_lr --sizes 40,80,160 --seeds 0,1,2
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,11 +60,11 @@ def recipe_config(name: str, n_labels: int, seed: int) -> TrainConfig:
     return TrainConfig(**{**BEFORE, **over, "seed": seed})
 
 
-def run_one(ds, recipe: str, n: int, seed: int, model_name: str) -> dict:
+def run_one(ds, recipe: str, n: int, seed: int, model_name: str, max_steps: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ds.pool), size=n, replace=False)
     gold = [ds.pool.examples[int(i)] for i in idx]
-    cfg = recipe_config(recipe, len(ds.spec.labels), seed)
+    cfg = dataclasses.replace(recipe_config(recipe, len(ds.spec.labels), seed), max_steps=max_steps)
     model = AcquisitionModel.create(model_name, ds.spec, device="cpu", max_length=128, seed=seed)
     t0 = time.perf_counter()
     stats = model.fit(gold, cfg)
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--model", default="minilm-l6")
+    p.add_argument("--train", help="CoNLL/JSONL training file (default: the shared CoNLL-2003 train split)")
+    p.add_argument("--test", help="CoNLL/JSONL test file (default: the shared CoNLL-2003 test split)")
+    p.add_argument("--max-steps", type=int, default=0, help="cap every recipe's steps (smoke runs; 0 = none)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default=str(bc.REPO_ROOT / "bench" / "out" / "cold_ner.json"))
     args = p.parse_args(argv)
@@ -109,26 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = bc.machine_info()
-    ds = load_dataset(dataset="conll2003", test_size=args.test_size, data_seed=0)
-    runs = []
+    source = dict(train=args.train, test=args.test, task="tagging") if args.train else dict(dataset="conll2003")
+    ds = load_dataset(**source, test_size=args.test_size, data_seed=0)
+    runs: list[dict] = []
     t0 = time.perf_counter()
+    out = {"machine": machine, "model": args.model, "test_size": len(ds.test), "before": BEFORE,
+           "product": dataclasses.asdict(default_train_config("tagging")), "command": sys.argv}
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         for n in [int(x) for x in args.sizes.split(",")]:
             for seed in [int(x) for x in args.seeds.split(",")]:
-                runs.append(run_one(ds, recipe, n, seed, args.model))
+                runs.append(run_one(ds, recipe, n, seed, args.model, args.max_steps))
                 r = runs[-1]
                 print(f"{recipe:12s} n={n:4d} seed={seed}: F1 {r['f1']:.3f}  spans {r['pred_spans']}/{r['gold_spans']}"
                       f"  train {r['train_s']:.1f} s ({r['steps']} steps)", flush=True)
-    summary = summarise(runs)
+                out.update(wall_s=time.perf_counter() - t0, loadavg_1m_now=round(os.getloadavg()[0], 2),
+                           summary=summarise(runs), runs=runs)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(out, indent=2) + "\n")  # an interrupted run keeps its runs
     bc.print_table(f"cold NER, {args.model}, CoNLL-2003 test subset of {len(ds.test)} sentences",
                    ["recipe", "n", "F1 mean", "F1 std", "pred spans / seed", "gold", "train s"],
                    [[s["recipe"], s["n_train"], s["f1_mean"], s["f1_std"], " ".join(map(str, s["pred_spans"])),
-                     s["gold_spans"], s["train_s_mean"]] for s in summary])
-    machine["loadavg_1m_end"] = round(__import__("os").getloadavg()[0], 2)
-    bc.write_json(args.out, {"machine": machine, "model": args.model, "test_size": len(ds.test),
-                             "wall_s": time.perf_counter() - t0, "before": BEFORE,
-                             "product": dataclasses.asdict(default_train_config("tagging")),
-                             "summary": summary, "runs": runs})
+                     s["gold_spans"], s["train_s_mean"]] for s in out["summary"]])
+    bc.write_json(args.out, out)
     return 0
 
 

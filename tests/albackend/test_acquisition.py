@@ -333,19 +333,21 @@ def test_default_train_config_overrides():
 # ------------------------------------------------------------------------------- cold-start tagging recipe
 
 TOY_NAMES = {"PER": ["John", "Maria", "Ahmed", "Olga", "Kofi"], "LOC": ["Paris", "Tokyo", "Berlin", "Lagos", "Oslo"]}
+TOY_FILLER = ("the government said on monday that prices of oil and wheat would rise again after a week of talks "
+              "with unions over wages").split()
 
 
 def _toy_ner(n: int, seed: int) -> list[Example]:
-    """'<PER> flew to <LOC> yesterday'-style sentences: trivially learnable for a pretrained encoder."""
+    """12 filler words and one well-known name per sentence: ~92% O, like news text (CoNLL-2003: 83%)."""
     rng = np.random.default_rng(seed)
-    templates = ["{p} flew to {l} yesterday", "officials in {l} said {p} resigned", "{p} lives in {l}",
-                 "the report from {l} quoted {p}"]
     out = []
     for i in range(n):
-        p, loc = rng.choice(TOY_NAMES["PER"]), rng.choice(TOY_NAMES["LOC"])
-        text = templates[i % len(templates)].format(p=p, l=loc)
-        out.append(Example(i, text, spans=sorted([(text.index(p), text.index(p) + len(p), "PER"),
-                                                  (text.index(loc), text.index(loc) + len(loc), "LOC")])))
+        words = [str(w) for w in rng.choice(TOY_FILLER, 12)]
+        label = ("PER", "LOC")[i % 2]
+        name, k = str(rng.choice(TOY_NAMES[label])), int(rng.integers(0, 13))
+        words.insert(k, name)
+        start = len(" ".join(words[:k])) + (1 if k else 0)
+        out.append(Example(i, " ".join(words), spans=[(start, start + len(name), label)]))
     return out
 
 
@@ -363,5 +365,5 @@ def test_cold_tagging_recipe_predicts_entities():
         spans = [{s[:3] for s in model.spans(e.text, r, p)} for e, r, p in zip(test, preds.word_ranges, preds.probs)]
         found[name] = sum(len(s & set(e.spans)) for s, e in zip(spans, test))
         predicted[name] = sum(map(len, spans))
-    assert found["product"] >= 0.8 * 2 * len(test), (found, predicted)
+    assert found["product"] >= 0.8 * len(test), (found, predicted)
     assert found["before"] < found["product"] / 2, (found, predicted)
