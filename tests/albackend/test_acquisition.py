@@ -16,8 +16,8 @@ from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.acquisition import META_FILE, AcquisitionModel
 from albackend.models.registry import ModelNotFound, resolve_model
-from albackend.models.train import (TrainConfig, collate, default_lr, default_train_config, length_grouped_batches,
-                                    param_groups, plan_steps, warm_train_config)
+from albackend.models.train import (TrainConfig, batch_loss, collate, default_lr, default_train_config,
+                                    length_grouped_batches, param_groups, plan_steps, warm_train_config)
 from albackend.tagging import tag_names
 
 CLS = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"))
@@ -367,3 +367,21 @@ def test_cold_tagging_recipe_predicts_entities():
         predicted[name] = sum(map(len, spans))
     assert found["product"] >= 0.8 * len(test), (found, predicted)
     assert found["before"] < found["product"] / 2, (found, predicted)
+
+
+def test_weighted_loss_matches_the_model_loss_and_drops_zero_weight_classes(tiny):
+    model = create(tiny, NER)
+    batch = collate(model.features(ner_examples()), model.tokenizer.pad_token_id)
+    n_tags = len(tag_names(NER.labels))
+    with torch.no_grad():
+        own = model.model(**batch).loss
+        ones = batch_loss(model.model, batch, torch.ones(n_tags))
+        no_o = batch_loss(model.model, batch, torch.tensor([0.0] + [1.0] * (n_tags - 1)))
+        logits = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        entity = (batch["labels"] > 0).reshape(-1)
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, n_tags)[entity],
+                                                     batch["labels"].reshape(-1)[entity])
+        smoothed = batch_loss(model.model, batch, None, smoothing=0.1)
+    assert torch.allclose(own, ones, atol=1e-6)
+    assert torch.allclose(no_o, expected, atol=1e-6)
+    assert not torch.allclose(smoothed, own)
