@@ -48,3 +48,20 @@ def test_bad_values_name_the_variable(clean_env, name, value, match):
 def test_readme_table_matches_env_vars():
     rows = re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \| (.+) \|$", README.read_text(encoding="utf-8"), re.M)
     assert [(n, d, m) for n, d, m in rows] == [(n, d, m) for n, (d, m) in ENV_VARS.items()]
+
+
+def test_train_config_uses_the_recipe_defaults_and_env_overrides(clean_env):
+    from albackend.labelconfig import TaskSpec
+    from albackend.models.train import default_head_lr, default_lr
+    from albackend.training import train_config
+
+    ner = TaskSpec("tagging", "label", "text", "text", ("PER",))
+    cls = TaskSpec("classification", "label", "text", "text", ("a", "b"))
+    cfg = train_config(Settings.from_env(), ner)
+    assert (cfg.lr, cfg.head_lr) == (default_lr("tagging"), default_head_lr("tagging")) and cfg.head_lr > cfg.lr
+    assert train_config(Settings.from_env(), cls).head_lr == default_head_lr("classification")
+    clean_env.setenv("TRAIN_LR", "3e-5")
+    clean_env.setenv("TRAIN_HEAD_LR", "1e-3")
+    clean_env.setenv("TRAIN_MIN_STEPS", "7")
+    cfg = train_config(Settings.from_env(), ner)
+    assert (cfg.lr, cfg.head_lr, cfg.min_steps, cfg.seed) == (3e-5, 1e-3, 7, 42)
