@@ -22,7 +22,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TRAIN_MIN_STEPS": ("60", "Minimum number of gradient steps, so tiny seed sets still train (the paper uses 1000 on GPU)."),
     "TRAIN_MAX_STEPS": ("0", "Upper bound on gradient steps (0 = none): caps a retrain's time on large label sets."),
     "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
-    "TRAIN_LR": ("0", "Learning rate; 0 = 5e-5 for tagging, 1e-4 for classification with small models."),
+    "TRAIN_LR": ("0", "Encoder learning rate; 0 = 5e-5 for tagging, 1e-4 for classification with small models."),
+    "TRAIN_HEAD_LR": ("0", "Learning rate of the freshly initialised head; 0 = 3e-3 for tagging (a tiny label set does not collapse to all-O), the encoder's for classification."),
+    "WARM_START": ("false", "Retrain by fine-tuning the previous model version on all gold labels (fewer steps) instead of from scratch."),
+    "WARM_START_STEPS_FRACTION": ("0.5", "Warm start: fraction of a from-scratch retrain's gradient steps, in (0, 1]."),
+    "SCRATCH_EVERY": ("4", "Warm start: retrain from scratch on every k-th iteration anyway (0 = never)."),
     "MAX_LENGTH": ("256", "Maximum sub-word length; longer texts are truncated (NER spans beyond it are not predicted)."),
     "INFER_BATCH_SIZE": ("64", "Batch size for pool scoring and /predict."),
     "SCORING_PRECISION": ("auto", "CPU scoring (pool, /predict): fp32, int8 (dynamically quantized copy of the trained model) or auto = int8 where it kept the uncertainty ranking (classification), fp32 otherwise; the GPU always uses bf16 autocast."),
@@ -90,6 +94,18 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _fraction(name: str, value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError(f"environment variable {name}={value!r} must be in (0, 1]")
+    return value
+
+
+def _non_negative(name: str, value: int) -> int:
+    if value < 0:
+        raise ValueError(f"environment variable {name}={value!r} must be >= 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """A snapshot of the environment; build with `Settings.from_env()`."""
@@ -106,6 +122,10 @@ class Settings:
     train_max_steps: int
     train_batch_size: int
     train_lr: float
+    train_head_lr: float
+    warm_start: bool
+    warm_start_steps_fraction: float
+    scratch_every: int
     max_length: int
     infer_batch_size: int
     scoring_precision: str
@@ -157,6 +177,11 @@ class Settings:
             train_max_steps=int(num("TRAIN_MAX_STEPS", int)),
             train_batch_size=int(num("TRAIN_BATCH_SIZE", int)),
             train_lr=float(num("TRAIN_LR", float)),
+            train_head_lr=float(num("TRAIN_HEAD_LR", float)),
+            warm_start=_bool(_get("WARM_START")),
+            warm_start_steps_fraction=_fraction("WARM_START_STEPS_FRACTION",
+                                                float(num("WARM_START_STEPS_FRACTION", float))),
+            scratch_every=_non_negative("SCRATCH_EVERY", int(num("SCRATCH_EVERY", int))),
             max_length=int(num("MAX_LENGTH", int)),
             infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
             scoring_precision=scoring_precision_from_env(),

@@ -22,7 +22,7 @@ from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.lsclient import LabelStudioClient, LabelStudioError
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
-from albackend.models.train import TrainConfig
+from albackend.models.train import TrainConfig, default_train_config
 from albackend.predictions import load_mahalanobis, resolve_strategy, save_mahalanobis
 from albackend.publish import Publisher, prune_versions
 from albackend.sharding import ShardedScorer
@@ -65,10 +65,11 @@ def ls_client(settings: Settings, store: ModelStore, project: str) -> LabelStudi
 
 
 def train_config(settings: Settings, spec: TaskSpec) -> TrainConfig:
-    lr = settings.train_lr or (5e-5 if spec.kind == "tagging" else 1e-4)
-    return TrainConfig(epochs=settings.train_epochs, min_steps=settings.train_min_steps,
-                       max_steps=settings.train_max_steps, batch_size=settings.train_batch_size, lr=lr,
-                       seed=settings.seed)
+    """The product recipe for the spec's kind (albackend.models.train.default_train_config), env overrides."""
+    overrides = {k: v for k, v in (("lr", settings.train_lr), ("head_lr", settings.train_head_lr)) if v}
+    return default_train_config(spec.kind, settings.seed, epochs=settings.train_epochs,
+                                min_steps=settings.train_min_steps, max_steps=settings.train_max_steps,
+                                batch_size=settings.train_batch_size, **overrides)
 
 
 def check_gold(examples: list[Example], spec: TaskSpec) -> None:

@@ -12,7 +12,7 @@ gold labels. Several configurations land in one report: ``results.json``, ``repo
     python bench/emulate.py --report-only bench/out/emulate/agnews    # re-render from results.json
 
 Configurations (``--configs``, comma-separated presets; A = --acquisition, S = --successor, T = --teacher):
-standard (A, full pool, successor A), ups, ups-topk (T=0), random, mismatch (A -> S on gold only), teacher
+standard (A, full pool, successor A), ups, ups-topk (T=0), random, warm (A warm-started), mismatch (A -> S on gold only), teacher
 (A -> T on gold only), same (S acquires for itself), plasm (A -> PLASM: T teacher, filter, S successor),
 random-succ, ups-plasm. See docs/emulation.md.
 """
@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--gamma", type=float, help="UPS γ")
     m.add_argument("--temperature", type=float, help="UPS T")
     m.add_argument("--full-iterations", help="UPS: 0-based iterations that score the whole pool, e.g. 0,1,4,8")
+    m.add_argument("--scratch-every", type=int, help="warm preset: from-scratch retrain every k iterations")
+    m.add_argument("--warm-steps-fraction", type=float, help="warm preset: fraction of the from-scratch steps")
     m.add_argument("--plasm-filter", choices=["uncertainty", "tracin", "both", "none"])
     m.add_argument("--plasm-pool", type=int, help="PLASM: pseudo-label at most this many pool items (0 = all)")
     m.add_argument("--epochs", type=int, help="HF fine-tuning epochs (all roles)")
@@ -112,6 +114,7 @@ def build(args) -> Settings:
               "acquisition": args.acquisition, "successor": args.successor, "teacher": args.teacher,
               "ups_gamma": args.gamma, "ups_temperature": args.temperature,
               "ups_full_iterations": args.full_iterations, "plasm_filter": args.plasm_filter,
+              "scratch_every": args.scratch_every, "warm_steps_fraction": args.warm_steps_fraction,
               "plasm_pool": args.plasm_pool, "device": args.device}
     update_settings(st, {k: v for k, v in simple.items() if v is not None})
     if args.seeds:

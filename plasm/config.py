@@ -46,8 +46,9 @@ def _train_config(value: Any):
 class PlasmConfig:
     """Everything a PLASM run needs besides the data. JSON round trip: :meth:`to_dict` / :meth:`from_dict`.
 
-    Training configs left ``None`` use the paper's recipe at CPU scale (5 epochs, >= 60 steps, batch 16, lr 1e-4
-    for classification / 5e-5 for tagging, patience 2); the run's ``seed`` always replaces their seed.
+    Training configs left ``None`` use the product's recipe (``albackend.models.train.default_train_config``: 5
+    epochs, >= 60 steps, batch 16, lr 1e-4 for classification / 5e-5 + head lr 3e-3 for tagging, patience 2); the
+    run's ``seed`` always replaces their seed.
     """
 
     teacher: str = "minilm-l6"

@@ -26,6 +26,7 @@ from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig, fine_tune
 from albackend.settings import scoring_precision_from_env
 from albackend.tagging import align_labels, decode_spans, tag_names
+from albackend.warmstart import warm_start_mismatch
 
 log = logging.getLogger(__name__)
 META_FILE = "albackend.json"
@@ -52,6 +53,7 @@ class AcquisitionModel:
         self.device, self.max_length = device, max_length
         # SCORING_PRECISION unless given: every model created or loaded scores the way the setting says.
         self._scoring = ScoringPrecision(scoring_precision or scoring_precision_from_env())
+        self.new_params: frozenset[str] = frozenset()  # not in the checkpoint: the fresh head (own lr in fit)
 
     @property
     def scoring_precision(self) -> str:
@@ -66,10 +68,25 @@ class AcquisitionModel:
     def label_names(self) -> list[str]:
         return tag_names(self.spec.labels) if self.spec.kind == "tagging" else list(self.spec.labels)
 
+    @property
+    def warm_started(self) -> bool:
+        """True when `create(init_from=...)` started from a previous version's weights."""
+        return "warm_start" in self.meta
+
     @classmethod
     def create(cls, base: str, spec: TaskSpec, *, device: str | torch.device = "auto", max_length: int = 256,
-               seed: int = 42) -> "AcquisitionModel":
-        """A fresh head on a pretrained encoder (packaged name, local directory or hub id)."""
+               seed: int = 42, init_from: str | Path | None = None) -> "AcquisitionModel":
+        """A fresh head on a pretrained encoder (packaged name, local directory or hub id).
+
+        With `init_from` (a saved version's directory) the model starts from that version's weights, head
+        included, when it was trained from the same `base` for the same task (`warm_started` says so);
+        otherwise, or if it cannot be read, from scratch with the reason logged: a stale or broken previous
+        version must never fail a retrain.
+        """
+        if init_from is not None:
+            warm = cls._warm(Path(init_from), base, spec, device, max_length, seed)
+            if warm is not None:
+                return warm
         path = resolve_model(base)
         seed_everything(seed)
         names = tag_names(spec.labels) if spec.kind == "tagging" else list(spec.labels)
@@ -78,11 +95,13 @@ class AcquisitionModel:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             if spec.kind == "tagging":
-                model = AutoModelForTokenClassification.from_pretrained(path, **kwargs)
+                model, info = AutoModelForTokenClassification.from_pretrained(path, output_loading_info=True,
+                                                                              **kwargs)
             else:
                 if spec.multi_label:
                     kwargs["problem_type"] = "multi_label_classification"
-                model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+                model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True,
+                                                                                 **kwargs)
         except (OSError, ValueError) as exc:
             raise ModelNotFound(f"cannot load model {base!r}: {exc}") from exc
         if not getattr(tokenizer, "is_fast", False):
@@ -92,7 +111,29 @@ class AcquisitionModel:
         teacher = _read_meta(Path(path)).get("teacher") if Path(path).is_dir() else None
         if teacher:
             meta["teacher"] = teacher
-        return cls(spec, tokenizer, model, meta, dev, max_length)
+        out = cls(spec, tokenizer, model, meta, dev, max_length)
+        out.new_params = frozenset(info.get("missing_keys") or ())
+        return out
+
+    @classmethod
+    def _warm(cls, directory: Path, base: str, spec: TaskSpec, device, max_length: int,
+              seed: int) -> "AcquisitionModel | None":
+        previous = _read_meta(directory)
+        reason = warm_start_mismatch(previous, base, spec.to_dict())
+        if reason is None:
+            try:
+                model = cls.load(directory, device=device)
+            except Exception as exc:  # noqa: BLE001 - safetensors, torch, json...: any unreadable version
+                reason = f"cannot load it: {type(exc).__name__}: {exc}"
+        if reason is not None:
+            log.warning("no warm start from %s (%s): training from scratch", directory, reason)
+            return None
+        seed_everything(seed)
+        model.spec, model.max_length = spec, max_length  # tag/from names may differ; labels match
+        model.meta = {"base_model": base, "spec": spec.to_dict(), "max_length": max_length,
+                      "warm_start": {"from": str(directory), "model_version": previous.get("model_version")},
+                      **({"teacher": previous["teacher"]} if previous.get("teacher") else {})}
+        return model
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str | torch.device = "auto") -> "AcquisitionModel":
@@ -136,7 +177,8 @@ class AcquisitionModel:
             on_step: Callable[[int, int, float], None] | None = None) -> dict:
         seed_everything(cfg.seed)
         stats = fine_tune(self.model, self.features(examples), cfg, self.device,
-                          pad_id=self.tokenizer.pad_token_id or 0, evaluate=evaluate, on_step=on_step)
+                          pad_id=self.tokenizer.pad_token_id or 0, evaluate=evaluate, on_step=on_step,
+                          new_params=self.new_params)
         stats["n_examples"] = len(examples)
         self.meta["training"] = stats
         self.meta["trained_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from albackend.warmstart import retrain_mode, warm_steps
 from bench.emulation.learners import TrainOpts
 
 ACQ = "acquisition"  # successor = the acquisition model itself
@@ -33,6 +34,9 @@ class ConfigSpec:
     teacher: str = "minilm-l6"
     plasm_filter: str = "uncertainty"  # uncertainty | tracin | both | none
     plasm_pool: int = 0  # pseudo-label at most this many unlabeled items (0 = the whole unlabeled pool)
+    warm_start: bool = False  # acquisition model warm-started from its previous iteration's weights
+    scratch_every: int = 0  # with warm_start: from scratch on every k-th iteration (0 = never)
+    warm_steps_fraction: float = 0.5  # with warm_start: fraction of the from-scratch steps
     label: str = ""  # legend / table text
 
     def __post_init__(self):
@@ -40,16 +44,26 @@ class ConfigSpec:
             raise ValueError(f"configuration name {self.name!r} must be non-empty without spaces, commas, slashes")
         if self.plasm and self.successor == ACQ:
             raise ValueError(f"{self.name}: PLASM needs a successor model (successor={ACQ!r} is the acquisition one)")
+        retrain_mode(1, self.scratch_every)  # validates scratch_every
+        warm_steps(1, self.warm_steps_fraction)  # validates the fraction
 
     def acquisition_key(self) -> tuple:
         ups = (self.gamma, self.temperature, self.full_iterations, self.full_every) if self.ups else None
-        return (self.acquisition, self.strategy, ups)
+        warm = (self.scratch_every, self.warm_steps_fraction) if self.warm_start else None
+        return (self.acquisition, self.strategy, ups) + ((warm,) if warm else ())
+
+    def acquisition_opts(self, opts: TrainOpts) -> TrainOpts:
+        """The acquisition model's training options with this configuration's warm-start choice."""
+        return dataclasses.replace(opts, warm_start=self.warm_start, scratch_every=self.scratch_every,
+                                   warm_steps_fraction=self.warm_steps_fraction)
 
     def describe(self) -> str:
         if self.label:
             return self.label
         acq = f"{self.acquisition} {self.strategy}" + (
-            f" + UPS(γ={self.gamma:g}, T={self.temperature:g})" if self.ups else "")
+            f" + UPS(γ={self.gamma:g}, T={self.temperature:g})" if self.ups else "") + (
+            f" + warm start ({self.warm_steps_fraction:g} of the steps, scratch every {self.scratch_every})"
+            if self.warm_start else "")
         if self.plasm:
             return f"acq {acq} → PLASM(teacher {self.teacher}, {self.plasm_filter}) → {self.successor}"
         succ = "itself" if self.successor == ACQ else f"{self.successor} (gold only)"
@@ -95,6 +109,8 @@ class Settings:
     ups_gamma: float = 0.1
     ups_temperature: float = 0.01
     ups_full_iterations: str = "0,1,4,8"
+    scratch_every: int = 4  # the "warm" preset: from-scratch retrain every k iterations
+    warm_steps_fraction: float = 0.5  # the "warm" preset: fraction of the from-scratch steps
     plasm_filter: str = "uncertainty"
     plasm_pool: int = 0
     configs: list[ConfigSpec] = field(default_factory=list)
@@ -112,6 +128,7 @@ def presets(st: Settings) -> dict[str, ConfigSpec]:
     a, s, t = st.acquisition, st.successor, st.teacher
     ups = dict(ups=True, gamma=st.ups_gamma, temperature=st.ups_temperature, full_iterations=st.ups_full_iterations)
     plasm = dict(plasm=True, teacher=t, successor=s, plasm_filter=st.plasm_filter, plasm_pool=st.plasm_pool)
+    warm = dict(warm_start=True, scratch_every=st.scratch_every, warm_steps_fraction=st.warm_steps_fraction)
     out = [
         ConfigSpec("standard", a, label=f"{a} acquisition, full pool (successor = {a})"),
         ConfigSpec("ups", a, label=f"{a} acquisition, UPS γ={st.ups_gamma:g} T={st.ups_temperature:g} "
@@ -119,6 +136,8 @@ def presets(st: Settings) -> dict[str, ConfigSpec]:
         ConfigSpec("ups-topk", a, label=f"{a} acquisition, UPS top-γ only (T=0) (successor = {a})",
                    **{**ups, "temperature": 0.0}),
         ConfigSpec("random", a, strategy="random", label=f"random sampling (successor = {a})"),
+        ConfigSpec("warm", a, label=f"{a} acquisition, warm start ({st.warm_steps_fraction:g} of the steps, "
+                                    f"scratch every {st.scratch_every}) (successor = {a})", **warm),
         ConfigSpec("mismatch", a, successor=s, label=f"{a} acquisition → {s} on gold only (ASM)"),
         ConfigSpec("teacher", a, successor=t, label=f"{a} acquisition → {t} on gold only"),
         ConfigSpec("same", s, label=f"{s} acquisition → {s} (same model)"),
@@ -175,6 +194,11 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 _TRAIN_KEYS = ("acquisition_train", "successor_train", "teacher_train")
+
+
+def group_settings(st: Settings, lead: ConfigSpec) -> Settings:
+    """The settings one acquisition group runs with: the acquisition options carry its warm-start choice."""
+    return dataclasses.replace(st, acquisition_train=lead.acquisition_opts(st.acquisition_train))
 
 
 def apply_profile(st: Settings, profile: str, kind: str) -> str:

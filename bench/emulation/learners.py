@@ -1,7 +1,9 @@
 """Learners: one interface over the product's models, so the AL loop never cares which kind it drives.
 
 * :class:`HFLearner` — :class:`albackend.models.acquisition.AcquisitionModel` (packaged name, local directory or
-  hub id), created afresh and fine-tuned with the product's recipe (:class:`TrainConfig`) at every ``fit``;
+  hub id), created afresh and fine-tuned with the product's recipe (:class:`TrainConfig`) at every ``fit``, or,
+  with ``TrainOpts.warm_start``, warm-started from its previous fit (saved and reloaded through the product's
+  ``AcquisitionModel.create(init_from=...)``) with a from-scratch retrain every ``scratch_every`` fits;
 * :class:`ClassicalLearner` — the PLASM classical successors (CNN classifier, BiLSTM tagger), trained from
   scratch; they can also act as acquisition models (the paper's "same classical model" baseline);
 * :class:`PlasmLearner` (in :mod:`bench.emulation.plasm_adapter`) — the PLASM pipeline's successor.
@@ -12,6 +14,7 @@ into query-strategy scores; ``predict_targets`` returns class ids or character s
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,27 +23,37 @@ import numpy as np
 from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel, Predictions
-from albackend.models.train import TrainConfig
+from albackend.models.train import TrainConfig, default_train_config, warm_train_config
+from albackend.warmstart import retrain_mode
 
 CLASSICAL = {"cnn": "classification", "bilstm": "tagging"}
 
 
 @dataclass
 class TrainOpts:
-    """Fine-tuning knobs of HF models (product recipe; ``lr = 0`` = product default per task kind)."""
+    """Fine-tuning knobs of HF models (product recipe; ``lr``/``head_lr`` 0 = product default per task kind).
+
+    ``warm_start``: each fit after the first fine-tunes the previous model on all gold labels for
+    ``warm_steps_fraction`` of the from-scratch steps, except every ``scratch_every``-th fit (0 = never),
+    which starts from scratch (:func:`albackend.warmstart.retrain_mode`, as the backend decides).
+    """
 
     epochs: int = 5
     min_steps: int = 60
     max_steps: int = 0
     batch_size: int = 16
     lr: float = 0.0
+    head_lr: float = 0.0  # 0 = product default per task kind (albackend.models.train.default_head_lr)
     max_length: int = 256
     infer_batch_size: int = 64
+    warm_start: bool = False
+    scratch_every: int = 0
+    warm_steps_fraction: float = 0.5
 
     def train_config(self, kind: str, seed: int) -> TrainConfig:
-        lr = self.lr or (5e-5 if kind == "tagging" else 1e-4)  # = albackend.training.train_config defaults
-        return TrainConfig(epochs=self.epochs, min_steps=self.min_steps, max_steps=self.max_steps,
-                           batch_size=self.batch_size, lr=lr, seed=seed)
+        overrides = {k: v for k, v in (("lr", self.lr), ("head_lr", self.head_lr)) if v}
+        return default_train_config(kind, seed, epochs=self.epochs, min_steps=self.min_steps,
+                                    max_steps=self.max_steps, batch_size=self.batch_size, **overrides)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "TrainOpts":
@@ -76,12 +89,30 @@ class HFLearner(Learner):
     def __init__(self, base: str, spec: TaskSpec, opts: TrainOpts, device: str = "auto"):
         self.name, self.spec, self.opts, self.device = base, spec, opts, device
         self.model: AcquisitionModel | None = None
+        self.fits = 0  # fits since the last release: the AL iteration, for the warm/scratch decision
+        self._previous: tempfile.TemporaryDirectory | None = None
 
     def fit(self, examples: Sequence[Example], seed: int) -> dict:
-        self.release()
+        mode = retrain_mode(self.fits, self.opts.scratch_every, enabled=self.opts.warm_start,
+                            has_previous=self._previous is not None)
+        init_from = self._previous.name if mode == "warm" else None
         self.model = AcquisitionModel.create(self.name, self.spec, device=self.device,
-                                             max_length=self.opts.max_length, seed=seed)
-        return self.model.fit(list(examples), self.opts.train_config(self.spec.kind, seed))
+                                             max_length=self.opts.max_length, seed=seed, init_from=init_from)
+        cfg = self.opts.train_config(self.spec.kind, seed)
+        if self.model.warm_started:
+            cfg = warm_train_config(cfg, len(examples), self.opts.warm_steps_fraction)
+        stats = self.model.fit(list(examples), cfg)
+        stats["mode"] = "warm" if self.model.warm_started else "scratch"
+        self.fits += 1
+        if self.opts.warm_start:
+            self._keep(self.model)
+        return stats
+
+    def _keep(self, model: AcquisitionModel) -> None:
+        """Save the model as the next fit's warm-start source (through the product's save/load path)."""
+        if self._previous is None:
+            self._previous = tempfile.TemporaryDirectory(prefix="al-warm-")
+        model.save(self._previous.name)
 
     def _model(self) -> AcquisitionModel:
         if self.model is None:
@@ -100,6 +131,10 @@ class HFLearner(Learner):
 
     def release(self) -> None:
         self.model = None
+        self.fits = 0
+        if self._previous is not None:
+            self._previous.cleanup()
+            self._previous = None
 
 
 class ClassicalLearner(Learner):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from albackend.store import atomic_write_text, json_default
-from bench.emulation.config import ConfigSpec, Settings
+from bench.emulation.config import ConfigSpec, Settings, group_settings
 from bench.emulation.data import Dataset
 from bench.emulation.loop import budgets, run_group
 from bench.emulation.plots import plot
@@ -98,7 +98,7 @@ def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progr
                 last_it[0] = it
                 bar.set_postfix_str(f"{gname} | {msg}", refresh=True)
 
-            records = run_group(ds, group, seed, st, tick)
+            records = run_group(ds, group, seed, group_settings(st, group[0]), tick)
             if bar is not None:
                 bar.update(1)
                 last = [r for r in records if r["iteration"] == st.iterations - 1]

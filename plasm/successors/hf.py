@@ -31,7 +31,7 @@ from albackend.examples import Example
 from albackend.labelconfig import TaskSpec
 from albackend.models.acquisition import META_FILE, AcquisitionModel
 from albackend.models.device import pick_device
-from albackend.models.train import TrainConfig
+from albackend.models.train import TrainConfig, default_train_config  # the product recipe's one home
 from albackend.tagging import tag_names
 from plasm.metrics import accuracy, span_f1
 
@@ -43,11 +43,6 @@ def successor_spec(kind: str, labels: Sequence[str]) -> TaskSpec:
     if kind not in ("classification", "tagging"):
         raise ValueError(f"kind must be 'classification' or 'tagging', got {kind!r}")
     return TaskSpec(kind=kind, from_name="label", to_name="text", value_key="text", labels=tuple(labels))
-
-
-def default_train_config(kind: str, seed: int = 42) -> TrainConfig:
-    """The paper's recipe at CPU scale: 5 epochs, >= 60 steps, batch 16, lr 1e-4 (classification) / 5e-5 (tagging)."""
-    return TrainConfig(lr=5e-5 if kind == "tagging" else 1e-4, seed=seed)
 
 
 def is_hf_directory(directory: str | Path) -> bool:

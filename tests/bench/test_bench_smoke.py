@@ -165,3 +165,20 @@ def test_live_loop_smoke(tiny_model, pool_csv, tmp_path):
     assert its[0]["scored"] == its[0]["pool_size"] == 108 and its[2]["scored"] < its[2]["pool_size"]
     assert all(r["predictions_in_ls"] <= 2 * 120 for r in its), its  # current + KEEP_PREDICTION_VERSIONS=1
     assert d["project_sampling_after"] == "Uncertainty sampling"
+
+
+def test_cold_ner_smoke(tiny_model, tmp_path):
+    rows = []
+    for i in range(30):
+        name, city = ["John", "Maria", "Li"][i % 3], ["Paris", "Tokyo", "Lagos"][i % 3]
+        rows += [f"{name} B-PER", "flew O", "to O", f"{city} B-LOC", "today O", ""]
+    conll = tmp_path / "toy.conll"
+    conll.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    d = run_main("cold_ner.py", ["--model", str(tiny_model), "--train", str(conll), "--test", str(conll),
+                                 "--test-size", "10", "--sizes", "4,8", "--seeds", "0", "--recipes",
+                                 "before,product,o_weight", "--max-steps", "2"], tmp_path / "cold.json")
+    assert [(r["recipe"], r["n_train"]) for r in d["runs"]] == [
+        (r, n) for r in ("before", "product", "o_weight") for n in (4, 8)]
+    assert all(r["gold_spans"] == 20 and r["steps"] == 2 and 0 <= r["f1"] <= 1 for r in d["runs"])
+    assert d["product"]["head_lr"] > d["product"]["lr"] and d["before"]["lr"] == 5e-5
+    assert {(s["recipe"], s["n_train"]) for s in d["summary"]} == {(r["recipe"], r["n_train"]) for r in d["runs"]}
