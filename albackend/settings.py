@@ -178,7 +178,7 @@ class Settings:
             train_batch_size=int(num("TRAIN_BATCH_SIZE", int)),
             train_lr=float(num("TRAIN_LR", float)),
             train_head_lr=float(num("TRAIN_HEAD_LR", float)),
-            warm_start=_bool(_get("WARM_START")),
+            warm_start=_bool(env("WARM_START")),
             warm_start_steps_fraction=_fraction("WARM_START_STEPS_FRACTION",
                                                 float(num("WARM_START_STEPS_FRACTION", float))),
             scratch_every=_non_negative("SCRATCH_EVERY", int(num("SCRATCH_EVERY", int))),

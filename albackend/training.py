@@ -22,7 +22,7 @@ from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.lsclient import LabelStudioClient, LabelStudioError
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
-from albackend.models.train import TrainConfig, default_train_config
+from albackend.models.train import TrainConfig, default_train_config, warm_train_config
 from albackend.predictions import load_mahalanobis, resolve_strategy, save_mahalanobis
 from albackend.publish import Publisher, prune_versions
 from albackend.sharding import ShardedScorer
@@ -32,6 +32,7 @@ from albackend.store import ModelStore, atomic_write_text
 from albackend.strategies import fit_mahalanobis
 from albackend.tasksync import sync_project
 from albackend.taskstore import TaskStore
+from albackend.warmstart import retrain_mode
 from ups.round import ScoreFn
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,18 @@ def train_and_publish(settings: Settings, store: ModelStore, project: str, spec:
         log.info("project %s task %s not used for training: %s", project, s.task_id, s.reason)
     check_gold(examples, spec)
     strategy = resolve_strategy(spec, settings.query_strategy)
-    model = AcquisitionModel.create(settings.acquisition_model, spec, device=settings.device,
-                                    max_length=settings.max_length, seed=settings.seed)
-    t0 = time.perf_counter()
-    stats["training"] = model.fit(examples, train_config(settings, spec))
-    stats["seconds"]["train"] = round(time.perf_counter() - t0, 3)
     current = store.current(project)
     iteration = (int(current["iteration"]) + 1) if current else 0
+    mode = retrain_mode(iteration, settings.scratch_every, enabled=settings.warm_start, has_previous=bool(current))
+    model = AcquisitionModel.create(settings.acquisition_model, spec, device=settings.device,
+                                    max_length=settings.max_length, seed=settings.seed,
+                                    init_from=current["path"] if mode == "warm" else None)
+    config = train_config(settings, spec)
+    if model.warm_started:
+        config = warm_train_config(config, len(examples), settings.warm_start_steps_fraction)
+    t0 = time.perf_counter()
+    stats["training"] = {**model.fit(examples, config), "mode": "warm" if model.warm_started else "scratch"}
+    stats["seconds"]["train"] = round(time.perf_counter() - t0, 3)
     version = store.next_version_name(project, iteration)
     model.meta.update(model_version=version, iteration=iteration, strategy=strategy, project=project)
     with store.staging(project) as staged:
