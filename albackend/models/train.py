@@ -41,6 +41,9 @@ class TrainConfig:
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class / tag id; () = unweighted
     label_smoothing: float = 0.0
 
+    def __post_init__(self):  # a JSON round trip gives a list: keep the config hashable and comparable
+        object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
+
 
 def default_lr(kind: str) -> float:
     """Encoder learning rate when none is configured: 1e-4 for both kinds.

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from albackend.examples import Example
+from albackend.models.train import default_train_config
 from plasm import pipeline as P
 from plasm.filters import drop_count, plan_filters
 from plasm.successors import load_successor
@@ -217,7 +218,7 @@ def test_config_round_trip_and_validation(models):
     cfg = fast_config(models["teacher"], "cnn", "classification", filter="both")
     again = P.PlasmConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.train_config("teacher", "classification").lr == 2e-3
-    assert P.PlasmConfig().train_config("teacher", "tagging").lr == 5e-5
+    assert P.PlasmConfig().train_config("teacher", "tagging") == default_train_config("tagging")  # the product's
     assert P.PlasmConfig(seed=7).train_config("successor", "classification").seed == 7
     with pytest.raises(P.PlasmError, match="unknown PLASM option"):
         P.PlasmConfig.from_dict({"nope": 1})
