@@ -160,11 +160,7 @@ class RQQueue:
         """Whether the pending mark names a job that has not started yet (or is being enqueued right now)."""
         if PENDING_TTL_S - self.redis.ttl(key) < 30:  # young mark: its submitter may still be enqueueing
             return True
-        try:
-            status = Job.fetch(job_id, connection=self.redis).get_status(refresh=False)
-        except NoSuchJobError:
-            return False
-        return getattr(status, "value", status) in ("queued", "deferred", "scheduled")
+        return rq_status(self.redis, job_id, refresh=False) in ("queued", "deferred", "scheduled")
 
     def reconcile(self, record: dict) -> dict:
         """A worker killed mid-job cannot write 'failed': its heartbeat stops, or RQ says what became of it."""
@@ -185,6 +181,15 @@ class RQQueue:
             last = rq_failure_reason((result.exc_string if result else "") or "", status)
             return {**record, "state": "failed", "reason": redact(last, [self.settings.label_studio_api_key])}
         return record
+
+
+def rq_status(redis, job_id: str, refresh: bool = True) -> str | None:
+    """RQ's status of a job as a plain string ("queued", "started", "failed", ...); None when RQ has no such job."""
+    try:
+        status = Job.fetch(job_id, connection=redis).get_status(refresh=refresh)
+    except NoSuchJobError:
+        return None
+    return getattr(status, "value", status)
 
 
 def rq_failure_reason(exc_string: str, status: str) -> str:

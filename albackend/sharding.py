@@ -24,10 +24,9 @@ from typing import Callable
 import numpy as np
 from redis import Redis
 from rq import Queue, get_current_job
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from albackend.examples import TaskError, task_text
+from albackend.jobs import rq_status
 from albackend.models.acquisition import AcquisitionModel
 from albackend.predictions import load_mahalanobis
 from albackend.redisconn import connect
@@ -137,11 +136,7 @@ class ShardedScorer:
         owner, _, since = claim.decode().partition(" ")
         if time.time() - float(since) > timeout:
             return True
-        try:
-            status = Job.fetch(owner, connection=self.redis).get_status(refresh=True)
-        except NoSuchJobError:
-            return True
-        return getattr(status, "value", status) in ("failed", "stopped", "canceled")
+        return rq_status(self.redis, owner) in (None, "failed", "stopped", "canceled")
 
 
 def shard_job(project: str, version: str, round_id: str) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from albackend.publish import own_version_key, superseded_versions
 from albackend.retrain import decide
 from albackend.tasksync import changed_task_ids, consistent
+from tests.support.fakes import _Server
 
 
 def test_only_own_older_versions_are_superseded():
@@ -45,47 +46,22 @@ def test_mirror_consistency_tolerates_events_during_the_sync():
     assert not consistent(before, before, {"tasks": 100, "annotations": 9})[0]
 
 
-class PredictionsLS:
+class PredictionsLS(_Server):
     """A stand-in Label Studio over real HTTP: stores imported predictions, refuses the ``fail_on``-th import."""
 
     def __init__(self, fail_on: int | None = None):
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        super().__init__()
+        self.fail_on, self.imports, self.patches = fail_on, [], []
+        self.start()
 
-        self.imports: list[list[dict]] = []
-        self.patches: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self):
-                return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-
-            def do_POST(self):
-                body = self._body()
-                if fail_on is not None and len(outer.imports) + 1 == fail_on:
-                    return self._reply(400, {"detail": "task not found"})
-                outer.imports.append(body)
-                return self._reply(201, {"created": len(body)})
-
-            def do_PATCH(self):
-                outer.patches.append(self._body())
-                return self._reply(200, {"id": 1})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def handle(self, h, rec):
+        if rec["method"] == "PATCH":
+            self.patches.append(rec["body"])
+            return h.reply({"id": 1})
+        if self.fail_on is not None and len(self.imports) + 1 == self.fail_on:
+            return h.reply({"detail": "task not found"}, 400)
+        self.imports.append(rec["body"])
+        return h.reply({"created": len(rec["body"])}, 201)
 
 
 def _publisher(ls: PredictionsLS):
@@ -114,7 +90,7 @@ def test_first_chunk_is_made_current_and_later_chunks_are_pushed_in_the_backgrou
     pub.finish()
     assert pub.pushed == 14 and sorted(p["task"] for part in ls.imports for p in part) == list(range(14))
     assert max(len(part) for part in ls.imports) == 3  # PUSH_BATCH
-    ls.server.shutdown()
+    ls.stop()
 
 
 def test_a_failed_background_push_fails_the_round():
@@ -128,4 +104,4 @@ def test_a_failed_background_push_fails_the_round():
     pub(chunk(4, 4), 8, 20)
     with pytest.raises(LabelStudioError, match="400"):
         pub.finish()
-    ls.server.shutdown()
+    ls.stop()
