@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from albackend import jobs
+from albackend import backoff, jobs
 from albackend.app import create_app
 from albackend.redisconn import connect
 from albackend.store import ModelStore
@@ -171,3 +171,21 @@ def test_job_records_are_pruned_to_job_history(tmp_path, tiny):
         q.submit("4", "x")
         time.sleep(0.01)
     assert len(list((store.project_dir("4") / "jobs").glob("*.json"))) <= 5
+
+
+def test_ls_unreachable_backs_off_instead_of_failing_every_webhook(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr(backoff, "BASE_S", 1.0)
+    s = make_settings(tmp_path / "m", tiny, job_history=1000)  # LABEL_STUDIO_URL: a closed port
+    c = create_app(s).test_client()
+    store = ModelStore(s.model_dir)
+    t0 = time.monotonic()
+    codes = []
+    while time.monotonic() - t0 < 3.0 and len(codes) < 200:
+        codes.append(_webhook(c, 6).status_code)
+        time.sleep(0.01)
+    records = store.jobs("6", limit=1000)
+    failed = [r for r in records if r["state"] == "failed"]
+    assert set(codes) == {201} and len(records) <= 5, (len(codes), [(r["state"], r.get("reason")) for r in records])
+    assert failed and all("unreachable" in r["reason"] for r in failed)
+    assert failed[0]["backoff"]["failures"] >= 1
+    assert backoff.active(store, "6")
