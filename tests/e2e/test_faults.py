@@ -232,7 +232,6 @@ def test_redis_frozen_mid_fit(rq_stack, ls_project, tmp_path):
     _swap_worker(stack, redis.url, env, tmp_path / "w2", **ENDLESS)
     faulted = _mid_fit(url, ls_project)
     os.kill(redis.pid, signal.SIGSTOP)
-    t_fault = time.monotonic()
     try:
         t0 = time.perf_counter()
         st = _status(url, ls_project)
@@ -248,5 +247,6 @@ def test_redis_frozen_mid_fit(rq_stack, ls_project, tmp_path):
         time.sleep(5)
     finally:
         os.kill(redis.pid, signal.SIGCONT)
+    t_thawed = time.monotonic()  # a freeze ends when Redis answers again: recovery is timed from then
     _swap_worker(stack, redis.url, env, tmp_path / "w3", **FAST)  # the endless fit holds the old one
-    _recovers(url, ls_project, faulted, t_fault, before)
+    _recovers(url, ls_project, faulted, t_thawed, before)
