@@ -157,7 +157,8 @@ def test_echoed_key_is_redacted_everywhere(tmp_path, tiny, caplog):
         assert ls.requests and ls.requests[0]["headers"]["Authorization"] == f"Token {KEY}"
     assert record["state"] == "failed" and "[REDACTED]" in record["reason"]
     outputs = {"record": json.dumps(record), "status": c.get("/projects/7/status").get_data(as_text=True),
-               "metrics": c.get("/metrics").get_data(as_text=True), "log": caplog.text}
+               "metrics": c.get("/metrics").get_data(as_text=True),
+               "status_all": c.get("/status").get_data(as_text=True), "log": caplog.text}
     for name, text in outputs.items():
         assert KEY[:8] not in text, name  # not even the prefix a 300-character cut would have left
 
