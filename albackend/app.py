@@ -1,5 +1,5 @@
-"""The protocol layer Label Studio talks to: /health /setup /predict /webhook /versions /metrics and
-/projects/<id>/status.
+"""The protocol layer Label Studio talks to: /health /setup /predict /webhook /versions, and for operators
+/metrics (Prometheus), /status (JSON) and /projects/<id>/status.
 
 label-studio-ml 1.0.9's own Flask app drops START_TRAINING, answers 405 on /versions and 500 on a webhook
 without `action` (DESIGN.md section 1), so the routes are owned here; the model class stays a
@@ -20,6 +20,7 @@ import numpy as np
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from albackend import prommetrics
 from albackend.jobs import QueueUnavailable, make_queue
 from albackend.labelconfig import ConfigError, parse_label_config
 from albackend.retrain import TRAIN_ACTIONS, on_train_action
@@ -37,7 +38,7 @@ class BadRequest(Exception):
 
 
 class Timings:
-    """Recent reply times per endpoint, for /metrics (p50/p99 over the last 1000 requests)."""
+    """Recent reply times per endpoint in this worker, for /status (p50/p99 over the last 1000 requests)."""
 
     def __init__(self) -> None:
         self._data: dict[str, deque] = defaultdict(lambda: deque(maxlen=1000))
@@ -151,8 +152,9 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
     def _time(resp):
         t0 = request.environ.get("al.t0")
         if t0 is not None:
-            timings.add(request.url_rule.rule if request.url_rule else "unmatched", time.perf_counter() - t0,
-                        resp.status_code)
+            endpoint, seconds = request.url_rule.rule if request.url_rule else "unmatched", time.perf_counter() - t0
+            timings.add(endpoint, seconds, resp.status_code)
+            prommetrics.observe(endpoint, seconds, resp.status_code)
         return resp
 
     @app.errorhandler(BadRequest)
@@ -221,6 +223,7 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
             return jsonify({"status": "recorded", "waiting": decision.waiting,
                             "retrain_after": decision.threshold}), 200
         job_id, queued = job_queue().submit(project, action)
+        prommetrics.JOBS.labels("queued" if queued else "coalesced").inc()
         return jsonify({"status": "queued" if queued else "already queued", "job_id": job_id}), 201
 
     @app.route("/train", methods=["POST"])
@@ -247,7 +250,12 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
         return jsonify(project_status(store, project, job_queue()))
 
     @app.route("/metrics", methods=["GET"])
-    def metrics():
+    def metrics():  # Prometheus text format, summed over all gunicorn workers
+        body, content_type = prommetrics.render()
+        return app.response_class(body, mimetype=None, content_type=content_type)
+
+    @app.route("/status", methods=["GET"])
+    def status_all():  # the JSON view: this worker's latency percentiles and responses, every project's jobs
         q = job_queue()
         return jsonify({
             "uptime_s": round(time.time() - state["started"], 1), **timings.summary(),

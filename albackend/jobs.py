@@ -35,7 +35,8 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from albackend.lsclient import redact
+from albackend import backoff
+from albackend.lsclient import LabelStudioError, redact
 from albackend.redisconn import RedisError, connect
 from albackend.settings import Settings
 from albackend.store import ModelStore, json_default
@@ -71,6 +72,9 @@ def queued_record(job_id: str, project: str, trigger: str, queue_kind: str = "rq
 
 
 def _write_queued(settings: Settings, store: ModelStore, record: dict) -> None:
+    held = backoff.active(store, record["project"])
+    if held:  # LS was unreachable moments ago: this job waits for the back-off instead of failing at once
+        record.update(not_before=held["until"], reason=f"held until Label Studio is retried: {held['reason']}")
     try:
         store.write_job(record["project"], record)
         store.prune_jobs(record["project"], keep=settings.job_history)
@@ -104,7 +108,13 @@ class InProcessQueue:
                 if self._pending.get(project) == job_id:
                     del self._pending[project]
             raise
-        self._q.put((project, job_id))
+        delay = (backoff.active(self.store, project) or {"until": 0})["until"] - time.time()
+        if delay > 0:  # released into the queue when the back-off ends; it stays the pending job meanwhile
+            timer = threading.Timer(delay, self._q.put, ((project, job_id),))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._q.put((project, job_id))
         return job_id, True
 
     def _loop(self) -> None:
@@ -265,7 +275,10 @@ def _heartbeat(path, stop: threading.Event) -> None:
 def start_record(settings: Settings, store: ModelStore, project: str, job_id: str) -> dict:
     """Mark the job running, let the next event queue a retrain, and start its heartbeat."""
     record = store.read_job(project, job_id) or queued_record(job_id, project, "unknown")
-    record.update(state="running", started_at=time.time(), owner=owner())
+    wait = min(float(record.get("not_before") or 0) - time.time(), backoff.MAX_S)
+    if wait > 0:  # an RQ job queued during a back-off (in-process jobs are released by a timer instead)
+        time.sleep(wait)
+    record.update(state="running", started_at=time.time(), owner=owner(), reason=None)
     path = _beat_path(store, project, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
@@ -289,6 +302,10 @@ def finish_record(settings: Settings, store: ModelStore, project: str, record: d
     if record.get("reason"):
         record["reason"] = redact(str(record["reason"]), [settings.label_studio_api_key])
     record = json.loads(json.dumps(record, default=json_default))
+    if record.get("state") == "finished":
+        backoff.clear(store, project)
+    elif record.pop("ls_unreachable", False):
+        record["backoff"] = backoff.record_failure(store, project, record["reason"])
     store.write_job(project, record)
     try:
         _beat_path(store, project, record["id"]).unlink()
@@ -297,8 +314,10 @@ def finish_record(settings: Settings, store: ModelStore, project: str, record: d
     return record
 
 
-def failure_reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+def failure(exc: BaseException) -> dict:
+    """Record fields for a failed job: the reason, and whether LS was unreachable (which starts a back-off)."""
+    unreachable = isinstance(exc, LabelStudioError) and exc.status is None and "unreachable" in str(exc)
+    return {"reason": f"{type(exc).__name__}: {exc}", "ls_unreachable": unreachable}
 
 
 def clear_pending(settings: Settings, project: str, job_id: str) -> None:

@@ -48,6 +48,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
     "BODY_READ_TIMEOUT_S": ("10", "A client silent this long while sending its request body is dropped (408), so slow clients cannot hold threads; 0 = never."),
     "REDIS_TIMEOUT": ("2", "Seconds any single Redis call may take (connect and read); past it the web answers 503, /status shows the stored record."),
+    "PROMETHEUS_MULTIPROC_DIR": ("", "Directory where gunicorn workers share Prometheus metrics (emptied at start); empty = a fresh temporary one."),
     "JOB_HISTORY": ("50", "Job records kept per project (older ones are deleted when a job is queued)."),
     "BASIC_AUTH_USER": ("", "If set with BASIC_AUTH_PASS, every endpoint requires HTTP basic auth."),
     "BASIC_AUTH_PASS": ("", "Password for BASIC_AUTH_USER."),
@@ -88,6 +89,11 @@ def cache_dir() -> Path:
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE as the hub library reads it: any of 1/true/yes/on."""
     return _bool(env("HF_HUB_OFFLINE"))
+
+
+def prometheus_multiproc_dir() -> str:
+    """Read by gunicorn.conf.py in the master, before any worker exists (not part of Settings)."""
+    return env("PROMETHEUS_MULTIPROC_DIR")
 
 
 def _bool(value: str) -> bool:

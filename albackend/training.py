@@ -198,10 +198,10 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
         record.update(state="finished", stats=stats)
     except (TrainingSkipped, ConfigError, LabelStudioError, ModelNotFound, ValueError) as exc:
         log.warning("project %s: training job %s did not publish a model: %s", project, job_id, exc)
-        record.update(state="failed", reason=jobs.failure_reason(exc), stats=stats)
+        record.update(state="failed", **jobs.failure(exc), stats=stats)
     except Exception as exc:
         log.exception("project %s: training job %s crashed", project, job_id)
-        record.update(state="failed", reason=jobs.failure_reason(exc), stats=stats)
+        record.update(state="failed", **jobs.failure(exc), stats=stats)
     finally:  # redacted, JSON-safe, heartbeat stopped
         record = jobs.finish_record(settings, store, project, record)
     log.info("project %s: job %s %s in %.1fs", project, job_id, record["state"], record["duration_s"])

@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
                              where="separate python process (AcquisitionModel.fit on AG News)")
             notes.append("load: a separate python -c process fine-tuning the acquisition model on 2,000 AG News "
                          "texts (no Label Studio; not the backend's own job runner)")
-        metrics = requests.get(stack.url + "/metrics", timeout=30).json()
+        metrics = requests.get(stack.url + "/status", timeout=30).json()
         stack.check_alive()
 
         s_idle, s_load = summarize(idle), summarize(load_samples) if load_samples else {}

@@ -357,7 +357,7 @@ def test_metrics(pub_client, published):
     setup(pub_client)
     pub_client.post("/predict", json={"tasks": [task(1, "goal")], "project": 12})
     pub_client.post("/webhook", data=b"junk", content_type="application/json")
-    r = pub_client.get("/metrics")
+    r = pub_client.get("/status")
     assert r.status_code == 200 and r.is_json
     m = r.get_json()
     assert m["uptime_s"] >= 0
@@ -365,6 +365,9 @@ def test_metrics(pub_client, published):
     assert m["responses"]["/webhook 400"] >= 1
     assert set(m["projects"]) == {"12", "13"}
     assert m["projects"]["12"]["model_version"] == published[1]["model_version"]
+    prom = pub_client.get("/metrics")
+    assert prom.status_code == 200 and prom.mimetype == "text/plain"
+    assert 'albackend_http_requests_total{endpoint="/webhook",status="400"}' in prom.get_data(as_text=True)
 
 
 def test_project_status(pub_client, published, client):
@@ -386,8 +389,9 @@ def _basic(user, pwd):
 
 
 def test_basic_auth(tmp_path, tiny):
-    c = create_app(make_settings(tmp_path / "m", tiny, basic_auth_user="ls", basic_auth_pass="pä55:word"), model_class=ActiveLearningModel).test_client()
-    for path in ("/health", "/versions", "/metrics"):
+    c = create_app(make_settings(tmp_path / "m", tiny, basic_auth_user="ls", basic_auth_pass="pä55:word"),
+                   model_class=ActiveLearningModel).test_client()
+    for path in ("/health", "/versions", "/metrics", "/status"):
         r = c.get(path)
         assert_json_error(r, 401)
         assert r.headers["WWW-Authenticate"].startswith("Basic")

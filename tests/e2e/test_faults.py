@@ -146,9 +146,7 @@ def rq_stack(tmp_path, label_studio, tiny, ls_project):
 def test_kill_horse_mid_fit(rq_stack, ls_project, tmp_path):
     redis, stack, env = rq_stack
     url = stack.web.url
-    before = _train_ok(url, ls_project)
-    _swap_worker(stack, redis.url, env, tmp_path / "w2", **ENDLESS)
-    faulted = _mid_fit(url, ls_project)
+    before, faulted = _prelude(rq_stack, ls_project, tmp_path)
     horses = _children(stack.worker.pid)
     assert horses, "no work horse found"
     for pid in horses:
@@ -162,9 +160,7 @@ def test_kill_horse_mid_fit(rq_stack, ls_project, tmp_path):
 def test_kill_whole_rq_worker_mid_fit(rq_stack, ls_project, tmp_path):
     redis, stack, env = rq_stack
     url = stack.web.url
-    before = _train_ok(url, ls_project)
-    _swap_worker(stack, redis.url, env, tmp_path / "w2", **ENDLESS)
-    faulted = _mid_fit(url, ls_project)
+    before, faulted = _prelude(rq_stack, ls_project, tmp_path)
     os.killpg(stack.worker.pid, signal.SIGKILL)
     for pid in services._session_members(stack.worker.pid):
         os.kill(pid, signal.SIGKILL)
@@ -200,53 +196,55 @@ def test_kill_gunicorn_worker_mid_in_process_job(tmp_path, label_studio, tiny, l
         web.stop()
 
 
+def _prelude(rq_stack, project: int, tmp_path) -> tuple[str, str]:
+    """Train the previous model with a short fit, then start an endless one: (previous version, its job id)."""
+    redis, stack, env = rq_stack
+    before = _train_ok(stack.web.url, project)
+    _swap_worker(stack, redis.url, env, tmp_path / "w2", **ENDLESS)
+    return before, _mid_fit(stack.web.url, project)
+
+
+def _redis_unavailable(url: str, project: int, before: str) -> tuple[float, float]:
+    """Redis down or frozen: /webhook answers 503 naming Redis and /status answers, both within 5 s; the
+    previous model is still served. Returns (webhook seconds, status seconds)."""
+    t0 = time.perf_counter()
+    r = requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": project}}, timeout=20)
+    webhook_s = time.perf_counter() - t0
+    assert r.status_code == 503 and "Redis" in r.json()["error"], r.text[:300]
+    t0 = time.perf_counter()
+    assert _status(url, project)["model_version"] == before
+    status_s = time.perf_counter() - t0
+    assert webhook_s < 5.0 and status_s < 5.0, (webhook_s, status_s)
+    assert _served_version(url, project) == before
+    return webhook_s, status_s
+
+
 def test_redis_stopped_mid_fit(rq_stack, ls_project, tmp_path):
     redis, stack, env = rq_stack
-    url = stack.web.url
-    before = _train_ok(url, ls_project)
-    _swap_worker(stack, redis.url, env, tmp_path / "w2", **ENDLESS)
-    faulted = _mid_fit(url, ls_project)
+    before, faulted = _prelude(rq_stack, ls_project, tmp_path)
     port = redis.port
     redis.stop(timeout=2)
     t_fault = time.monotonic()
-    t0 = time.perf_counter()
-    r = requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": ls_project}}, timeout=10)
-    assert r.status_code == 503 and "Redis" in r.json()["error"], r.text[:300]
-    assert time.perf_counter() - t0 < 5.0
-    assert _served_version(url, ls_project) == before
-    t0 = time.perf_counter()
-    _status(url, ls_project)
-    assert time.perf_counter() - t0 < 5.0
+    webhook_s, status_s = _redis_unavailable(stack.web.url, ls_project, before)
+    print(f"\n[faults] Redis stopped: /webhook 503 in {webhook_s:.2f} s, /status {status_s:.2f} s")
     new_redis = services.start_redis(tmp_path / "redis2", port=port)  # restart: always
     try:
         _swap_worker(stack, new_redis.url, env, tmp_path / "w3", **FAST)  # dead, or stuck in the endless fit
-        _recovers(url, ls_project, faulted, t_fault, before)
+        _recovers(stack.web.url, ls_project, faulted, t_fault, before)
     finally:
         new_redis.stop()
 
 
 def test_redis_frozen_mid_fit(rq_stack, ls_project, tmp_path):
     redis, stack, env = rq_stack
-    url = stack.web.url
-    before = _train_ok(url, ls_project)
-    _swap_worker(stack, redis.url, env, tmp_path / "w2", **ENDLESS)
-    faulted = _mid_fit(url, ls_project)
+    before, faulted = _prelude(rq_stack, ls_project, tmp_path)
     os.kill(redis.pid, signal.SIGSTOP)
-    t_fault = time.monotonic()
     try:
-        t0 = time.perf_counter()
-        st = _status(url, ls_project)
-        status_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        r = requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": ls_project}},
-                          timeout=20)
-        webhook_s = time.perf_counter() - t0
-        assert r.status_code == 503, r.text[:300]
-        assert status_s < 5.0 and webhook_s < 5.0, (status_s, webhook_s)
-        assert st["model_version"] == before and _served_version(url, ls_project) == before
-        print(f"\n[faults] Redis frozen: /status {status_s:.2f} s, /webhook 503 in {webhook_s:.2f} s")
+        webhook_s, status_s = _redis_unavailable(stack.web.url, ls_project, before)
+        print(f"\n[faults] Redis frozen: /webhook 503 in {webhook_s:.2f} s, /status {status_s:.2f} s")
         time.sleep(5)
     finally:
         os.kill(redis.pid, signal.SIGCONT)
+    t_thawed = time.monotonic()  # a freeze ends when Redis answers again: recovery is timed from then
     _swap_worker(stack, redis.url, env, tmp_path / "w3", **FAST)  # the endless fit holds the old one
-    _recovers(url, ls_project, faulted, t_fault, before)
+    _recovers(stack.web.url, ls_project, faulted, t_thawed, before)

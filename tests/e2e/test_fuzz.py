@@ -106,7 +106,7 @@ REQUESTS = st.one_of(
                          + "/status", {}), PROJECT),
     st.builds(lambda p: ("GET", "/versions", {"params": {"project": str(p).encode("utf-8", "surrogatepass")}}),
               PROJECT),
-    st.sampled_from([("GET", "/health", {}), ("GET", "/metrics", {}), ("GET", "/", {}), ("GET", "/nope", {}),
+    st.sampled_from([("GET", "/health", {}), ("GET", "/metrics", {}), ("GET", "/status", {}), ("GET", "/", {}), ("GET", "/nope", {}),
                      ("DELETE", "/predict", {})]),
 )
 

@@ -116,8 +116,10 @@ def test_health_answers_within_a_second(backend):
 def test_versions_and_metrics_are_json(backend):
     r = requests.get(f"{backend.url}/versions", timeout=5)
     assert r.status_code == 200 and isinstance(r.json()["versions"], list), r.text
-    r = requests.get(f"{backend.url}/metrics", timeout=5)
+    r = requests.get(f"{backend.url}/status", timeout=5)
     assert r.status_code == 200 and isinstance(r.json(), dict), r.text
+    r = requests.get(f"{backend.url}/metrics", timeout=5)
+    assert r.status_code == 200 and "albackend_http_requests_total" in r.text, r.text[:300]
 
 
 def test_setup(backend, slow_ls):
