@@ -7,10 +7,10 @@ process's own registry is served.
 """
 from __future__ import annotations
 
-import os
-
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
+
+from albackend.settings import prometheus_multiproc_dir
 
 REQUESTS = Counter("albackend_http_requests_total", "HTTP responses by endpoint and status", ["endpoint", "status"])
 LATENCY = Histogram("albackend_http_request_seconds", "HTTP reply time by endpoint", ["endpoint"],
@@ -25,7 +25,7 @@ def observe(endpoint: str, seconds: float, status: int) -> None:
 
 def render() -> tuple[bytes, str]:
     """(body, content type) of the text exposition format, summed over worker processes when multiprocess."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if prometheus_multiproc_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
