@@ -29,7 +29,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "SCRATCH_EVERY": ("4", "Warm start: retrain from scratch on every k-th iteration anyway (0 = never)."),
     "MAX_LENGTH": ("256", "Maximum sub-word length; longer texts are truncated (NER spans beyond it are not predicted)."),
     "INFER_BATCH_SIZE": ("64", "Batch size for pool scoring and /predict."),
-    "SCORING_PRECISION": ("auto", "CPU scoring (pool, /predict): fp32, int8 (dynamically quantized copy of the trained model) or auto = int8 where it kept the uncertainty ranking (classification), fp32 otherwise; the GPU always uses bf16 autocast."),
+    "SCORING_PRECISION": ("auto", "CPU scoring (pool, /predict): fp32, or int8 = a dynamically quantized copy of the trained model (2.1-2.6x faster, ranking less stable: docs/results.md); auto = fp32 (int8 missed the ranking criteria); the GPU always uses bf16 autocast."),
     "MAX_TEXT_CHARS": ("100000", "Texts longer than this are truncated before tokenization (several-MB tasks stay cheap)."),
     "UPS_ENABLED": ("true", "Unlabeled pool subsampling on; false = rescore the full pool after every retrain."),
     "UPS_GAMMA": ("0.1", "UPS: fraction of previously most uncertain tasks always rescored."),
