@@ -47,9 +47,10 @@ class Publisher:
     def __call__(self, payloads: list[dict], done: int, total: int) -> None:
         self._raise_error()
         if self.current_after_s is None:
-            self._push(payloads, done, total)
+            self._push(payloads)
             if self.pushed:
                 self.make_current()
+            self._report(done, total)
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._drain, name=f"push-{self.project}", daemon=True)
@@ -68,18 +69,22 @@ class Publisher:
             self._thread = None
         self._raise_error()
 
-    def _push(self, payloads: list[dict], done: int, total: int) -> None:
+    def _push(self, payloads: list[dict]) -> None:
         t = time.perf_counter()
         self.pushed += self.client.import_predictions(self.project, payloads, chunk=self.settings.push_batch)
         self.push_s += time.perf_counter() - t
+
+    def _report(self, done: int, total: int) -> None:
         self.progress({"scored": done, "to_score": total, "pushed": self.pushed,
                        "current_after_s": self.current_after_s})
 
     def _drain(self) -> None:
         while (item := self._queue.get()) is not None:
             if self._error is None:
+                payloads, done, total = item
                 try:
-                    self._push(*item)
+                    self._push(payloads)
+                    self._report(done, total)
                 except BaseException as exc:  # handed to the job's thread by _raise_error / finish
                     self._error = exc
 
