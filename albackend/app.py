@@ -289,6 +289,7 @@ def project_status(store: ModelStore, project: str, queue, jobs_limit: int = 10)
                          "train_seconds": (s.get("seconds") or {}).get("train"), "gold": s.get("gold"),
                          "job_seconds": s.get("seconds"), "sync": s.get("sync"),
                          "current_after_s": s.get("current_after_s"), "pruned_versions": s.get("pruned_versions"),
+                         "prune_error": s.get("prune_error"),
                          "bytes_fetched": s.get("bytes_fetched")}
     running = next((j for j in jobs if j.get("state") == "running"), None)
     return {"project": project, "model_version": current.get("model_version"),

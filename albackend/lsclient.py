@@ -102,7 +102,7 @@ class LabelStudioClient:
         while another request holds its write lock; the failed request's transaction was rolled back)."""
         for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
             try:
-                resp = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+                resp = self.session.request(method, self.url + path, **{"timeout": self.timeout, **kwargs})
             except requests.RequestException as exc:
                 raise self._error(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
             self.bytes_received += len(resp.content or b"")
@@ -203,9 +203,13 @@ class LabelStudioClient:
             return {}
         return {str(k): int(v) for k, v in data.items() if isinstance(v, (int, float))}
 
-    def delete_model_version(self, project: int | str, model_version: str) -> int:
-        """Delete every prediction of one model version in the project; returns how many LS deleted."""
-        data = self._call("DELETE", f"/api/projects/{project}/model-versions/", json={"model_version": model_version})
+    def delete_model_version(self, project: int | str, model_version: str, timeout: float = 900.0) -> int:
+        """Delete every prediction of one model version in the project; returns how many LS deleted.
+
+        LS updates each touched task's counters, so a full-pool version of 17k predictions takes minutes on a
+        busy SQLite install: hence its own, longer timeout."""
+        data = self._call("DELETE", f"/api/projects/{project}/model-versions/", json={"model_version": model_version},
+                          timeout=timeout)
         if isinstance(data, dict):  # LS 1.23 answers {"deleted_predictions": n}
             data = data.get("deleted_predictions")
         return int(data) if isinstance(data, (int, float)) and not isinstance(data, bool) else 0

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable
 
-from albackend.lsclient import LabelStudioClient
+from albackend.lsclient import LabelStudioClient, LabelStudioError
 from albackend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,12 +130,20 @@ def superseded_versions(project: str, versions: list[str], current: str, keep: i
     return [name for _, name in ours[keep:]]
 
 
-def prune_versions(client: LabelStudioClient, project: str, current: str, keep: int) -> dict:
-    """Delete predictions of superseded versions of this backend from LS; returns what was deleted."""
+def prune_versions(client: LabelStudioClient, project: str, current: str, keep: int) -> tuple[dict, str | None]:
+    """Delete predictions of superseded versions of this backend from LS; returns (deleted per version, error).
+
+    Housekeeping only: the new version is already published and current, so a failure here is logged and left
+    for the next retrain (the versions are still there to delete), never a failed job."""
     deleted: dict[str, int] = {}
-    for version in superseded_versions(project, list(client.model_versions(project)), current, keep):
-        deleted[version] = client.delete_model_version(project, version)
+    try:
+        for version in superseded_versions(project, list(client.model_versions(project)), current, keep):
+            deleted[version] = client.delete_model_version(project, version)
+    except LabelStudioError as exc:
+        log.warning("project %s: pruning superseded predictions stopped, left for the next retrain: %s",
+                    project, exc)
+        return deleted, str(exc)
     if deleted:
         log.info("project %s: deleted %d predictions of %d superseded model versions", project,
                  sum(deleted.values()), len(deleted))
-    return deleted
+    return deleted, None

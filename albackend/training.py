@@ -149,9 +149,9 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
     t = time.perf_counter()
     # only once our version is the project's: LS resets project.model_version when it deletes predictions while
     # the project still points at the ML backend's title
-    deleted = prune_versions(client, project, version, settings.keep_prediction_versions) \
-        if publisher.current_after_s is not None else {}
-    return {"rescore": rescore, **publisher.figures(), "pruned_versions": deleted,
+    deleted, prune_error = prune_versions(client, project, version, settings.keep_prediction_versions) \
+        if publisher.current_after_s is not None else ({}, None)
+    return {"rescore": rescore, **publisher.figures(), "pruned_versions": deleted, "prune_error": prune_error,
             "prune_s": round(time.perf_counter() - t, 3)}
 
 

@@ -47,7 +47,8 @@ def test_mirror_consistency_tolerates_events_during_the_sync():
 
 
 class PredictionsLS(_Server):
-    """A stand-in Label Studio over real HTTP: stores imported predictions, refuses the ``fail_on``-th import."""
+    """A stand-in Label Studio over real HTTP: stores imported predictions, refuses the ``fail_on``-th import;
+    lists two versions and refuses to delete them (a delete that outlives the client's patience)."""
 
     def __init__(self, fail_on: int | None = None):
         super().__init__()
@@ -55,6 +56,10 @@ class PredictionsLS(_Server):
         self.start()
 
     def handle(self, h, rec):
+        if rec["path"].endswith("/model-versions/"):
+            if rec["method"] == "GET":
+                return h.reply({"al-1-it0-a": 5, "al-1-it1-b": 5, "al-1-it2-c": 5})
+            return h.reply({"detail": "gateway timeout"}, 400)
         if rec["method"] == "PATCH":
             self.patches.append(rec["body"])
             return h.reply({"id": 1})
@@ -104,4 +109,14 @@ def test_a_failed_background_push_fails_the_round():
     pub(chunk(4, 4), 8, 20)
     with pytest.raises(LabelStudioError, match="400"):
         pub.finish()
+    ls.stop()
+
+
+def test_a_failed_prune_is_left_for_the_next_retrain():
+    from albackend.lsclient import LabelStudioClient
+    from albackend.publish import prune_versions
+
+    ls = PredictionsLS()
+    deleted, error = prune_versions(LabelStudioClient(ls.url, "token"), "1", "al-1-it2-c", keep=0)
+    assert deleted == {} and "400" in error
     ls.stop()
