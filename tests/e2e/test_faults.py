@@ -127,7 +127,9 @@ def _recovers(url: str, project: int, faulted: str, t_fault: float, before: str)
     job = _wait_state(url, project, job_id, {"finished", "failed"}, max(1.0, deadline - time.monotonic()))
     assert job["state"] == "finished", job
     took = time.monotonic() - t_fault
-    old = _job(url, project, faulted)
+    # a dead job's heartbeat goes stale after jobs.STALE_S: on a quiet machine the next job can finish before
+    # that, so wait for the reconciliation, within the same minute from the fault
+    old = _wait_state(url, project, faulted, {"failed"}, max(1.0, RECOVERY_S - (time.monotonic() - t_fault)))
     assert old["state"] == "failed" and old["reason"], old
     print(f"\n[faults] recovered in {took:.1f} s; interrupted job: {old['state']}: {old.get('reason')}")
     assert _served_version(url, project) == job["stats"]["model_version"]
