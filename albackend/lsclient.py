@@ -100,7 +100,7 @@ class LabelStudioClient:
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         """One request, retried with back-off on a 5xx (Label Studio on SQLite answers 500 "database is locked"
         while another request holds its write lock; the failed request's transaction was rolled back)."""
-        for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
+        for pause in (*RETRY_PAUSES_S, None):
             try:
                 resp = self.session.request(method, self.url + path, **{"timeout": self.timeout, **kwargs})
             except requests.RequestException as exc:

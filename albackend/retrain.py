@@ -42,5 +42,5 @@ def decide(action: str, waiting: int, threshold: int) -> RetrainDecision:
 def on_train_action(store: ModelStore, settings: Settings, project: str, payload: dict) -> RetrainDecision:
     action = str(payload.get("action"))
     tasks = TaskStore(store.project_dir(project))
-    waiting = record_webhook(tasks, payload) if action in ANNOTATION_ACTIONS else len(tasks.dirty())
+    waiting = record_webhook(tasks, payload) if action in ANNOTATION_ACTIONS else tasks.dirty_count()
     return decide(action, waiting, retrain_threshold(payload, settings))

@@ -45,13 +45,14 @@ class TaskStore:
     def __init__(self, project_dir: Path):
         self.path = Path(project_dir) / FILE_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=30)) as con, con:  # once: WAL mode is persistent
+            con.execute("PRAGMA journal_mode=WAL")
+            for stmt in _SCHEMA:
+                con.execute(stmt)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
-        for stmt in _SCHEMA:
-            con.execute(stmt)
         return con
 
     # --- tasks ------------------------------------------------------------------------------------------------
@@ -106,6 +107,10 @@ class TaskStore:
         ids = [(t, at) for t in task_ids if valid_task_id(t)]
         with closing(self._connect()) as con, con:
             con.executemany("INSERT OR REPLACE INTO dirty VALUES (?, ?)", ids)
+        return self.dirty_count()
+
+    def dirty_count(self) -> int:
+        with closing(self._connect()) as con:
             return int(con.execute("SELECT COUNT(*) FROM dirty").fetchone()[0])
 
     def dirty(self) -> list[tuple[int, float]]:

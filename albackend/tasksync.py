@@ -115,15 +115,12 @@ def consistent(before: dict, after: dict, local: dict) -> tuple[bool, dict]:
     """The mirror matches LS if each counter lies between LS's readings before and after the sync (events may
     arrive while it runs; their webhooks are journalled for the next sync)."""
     checks = {}
-    ok = True
-    for name, key, b, a in (("tasks", "tasks", *(_counters(x)[0] for x in (before, after))),
-                            ("annotations", "annotations", *(_counters(x)[1] for x in (before, after)))):
-        if b is None or a is None:
-            continue
-        lo, hi = min(a, b), max(a, b)
-        checks[name] = {"label_studio": a, "local": local[key]}
-        ok = ok and lo <= local[key] <= hi
-    return ok, checks
+    for i, name in enumerate(("tasks", "annotations")):
+        b, a = _counters(before)[i], _counters(after)[i]
+        if b is not None and a is not None:
+            checks[name] = {"label_studio": a, "local": local[name], "ok": min(a, b) <= local[name] <= max(a, b)}
+    oks = [c.pop("ok") for c in checks.values()]
+    return all(oks), checks
 
 
 def sync_project(client: LabelStudioClient, store: TaskStore, project: str,

@@ -124,12 +124,13 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
     version = info["model_version"]
     pool = unlabeled_pool(tasks, model, settings.max_text_chars)
     publisher = Publisher(client, project, version, settings, project_info, progress)
-    sharded: list[ShardedScorer] = []
+    sharded: ShardedScorer | None = None
 
     def scale_out(local: ScoreFn) -> ScoreFn:
-        sharded.append(ShardedScorer(settings, store, project, version, local, jobs.redis_client(settings),
-                                     jobs.rq_queue(settings)))
-        return sharded[0]
+        nonlocal sharded
+        sharded = ShardedScorer(settings, store, project, version, local, jobs.redis_client(settings),
+                                jobs.rq_queue(settings))
+        return sharded
 
     use_rq = bool(settings.redis_url) and settings.score_shard_size > 0
     try:
@@ -139,8 +140,8 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
                                   scale_out=scale_out if use_rq else None)
     finally:
         publisher.finish()
-    if sharded:
-        rescore["sharding"] = sharded[0].figures
+    if sharded is not None:
+        rescore["sharding"] = sharded.figures
     if publisher.current_after_s is None:  # an empty pool: still make the new model the project's version
         try:
             publisher.make_current()

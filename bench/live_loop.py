@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchcommon as bc  # noqa: E402  (also puts the repo root on sys.path)
+import requests  # noqa: E402
 
 from tests.support import services  # noqa: E402
 from tests.support.lsapi import LSClient  # noqa: E402
@@ -103,8 +104,6 @@ def wait_for(pred, timeout: float, period: float = 0.25):
 
 
 def job_record(backend_url: str, pid: int, known: set) -> dict | None:
-    import requests
-
     st = requests.get(f"{backend_url}/projects/{pid}/status", params={"jobs": 50}, timeout=30).json()
     new = [j for j in st.get("jobs") or [] if j["id"] not in known]
     return new[0] if new else None
