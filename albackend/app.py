@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from albackend import prommetrics
 from albackend.jobs import QueueUnavailable, make_queue
 from albackend.labelconfig import ConfigError, parse_label_config
+from albackend.quality import record_annotation
 from albackend.retrain import TRAIN_ACTIONS, on_train_action
 from albackend.settings import Settings
 from albackend.store import ModelStore, project_key
@@ -218,6 +219,7 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
         if action not in TRAIN_ACTIONS:
             return jsonify({"status": "ignored", "action": action}), 200
         project = _project_from(data)
+        record_annotation(store, project, data, settings.max_text_chars)  # the prequential curve
         decision = on_train_action(store, settings, project, data)
         if not decision.queue:
             return jsonify({"status": "recorded", "waiting": decision.waiting,

@@ -11,6 +11,7 @@ the model in CURRENT stays the working one until a complete new directory replac
 """
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -27,6 +28,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # every key a signed 64-bit integer and far below any file-name limit.
 _PROJECT = re.compile(r"([0-9]{1,18})(?:\.[0-9]{1,20})*")
 KEEP_VERSIONS = 3
+_VERSION_STAMP = re.compile(r"-it[0-9]+-([0-9]{14})-[0-9a-f]{6}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,6 +78,18 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def version_time(version: str) -> float | None:
+    """When a version of `ModelStore.next_version_name` was named (epoch s, UTC): after its training data was
+    read, so an annotation made later cannot have been trained on by it. None for any other name."""
+    match = _VERSION_STAMP.search(version) if isinstance(version, str) else None
+    if match is None:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(match.group(1), "%Y%m%d%H%M%S")))
+    except ValueError:
+        return None
 
 
 class ModelStore:
