@@ -150,3 +150,13 @@ def gold_examples(tasks: Iterable[dict], spec: TaskSpec, max_chars: int) -> tupl
         out = gold_example(task, spec, max_chars)
         (skips if isinstance(out, Skip) else examples).append(out)
     return examples, skips
+
+
+def label_counts(examples: Iterable[Example], spec: TaskSpec) -> dict[str, int]:
+    """Gold labels per class, in the config's order: tasks per class, or spans per label for tagging."""
+    counts = dict.fromkeys(spec.labels, 0)
+    for e in examples:
+        for name in ([spec.labels[i] for i in e.label_ids] if spec.kind == "classification" else
+                     [s[2] for s in e.spans]):
+            counts[name] = counts.get(name, 0) + 1
+    return counts

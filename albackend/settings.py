@@ -45,6 +45,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
     "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
+    "QUALITY_WINDOW": ("50", "Prequential agreement (dashboard, /metrics, LS summary): the sliding window, in annotations of tasks that carried a prediction."),
+    "STOP_SAMPLE_SIZE": ("1000", "Stop set: a fixed seeded sample of the pool that every new model version scores, for the stopping criteria (0 = off)."),
+    "STOP_KAPPA": ("0.99", "Stabilizing predictions: the mean Cohen's kappa between consecutive versions on the stop set at which to stop."),
+    "STOP_WINDOW": ("3", "Stopping criteria: how many versions the kappa mean and the prequential plateau look back over."),
+    "STOP_UNCERTAINTY": ("0.05", "Overall uncertainty: stop when the mean normalized entropy of the predictions on the stop set is below this."),
+    "STOP_MIN_GAIN": ("0.01", "Prequential plateau: an agreement gain below this over the last STOP_WINDOW versions counts as a plateau."),
+    "LS_SUMMARY": ("true", "After each retrain, write a one-line summary (iteration, agreement, stopping advice) into the ML backend's description in Label Studio."),
     "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
     "BODY_READ_TIMEOUT_S": ("10", "A client silent this long while sending its request body is dropped (408), so slow clients cannot hold threads; 0 = never."),
     "REDIS_TIMEOUT": ("2", "Seconds any single Redis call may take (connect and read); past it the web answers 503, /status shows the stored record."),
@@ -150,6 +157,13 @@ class Settings:
     keep_prediction_versions: int
     retrain_every: int
     set_sampling: bool
+    quality_window: int
+    stop_sample_size: int
+    stop_kappa: float
+    stop_window: int
+    stop_uncertainty: float
+    stop_min_gain: float
+    ls_summary: bool
     max_request_mb: float
     body_read_timeout_s: float
     redis_timeout: float
@@ -206,6 +220,13 @@ class Settings:
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
             set_sampling=_bool(env("SET_SAMPLING")),
+            quality_window=max(1, int(num("QUALITY_WINDOW", int))),
+            stop_sample_size=_non_negative("STOP_SAMPLE_SIZE", int(num("STOP_SAMPLE_SIZE", int))),
+            stop_kappa=_fraction("STOP_KAPPA", float(num("STOP_KAPPA", float))),
+            stop_window=max(1, int(num("STOP_WINDOW", int))),
+            stop_uncertainty=_fraction("STOP_UNCERTAINTY", float(num("STOP_UNCERTAINTY", float))),
+            stop_min_gain=float(num("STOP_MIN_GAIN", float)),
+            ls_summary=_bool(env("LS_SUMMARY")),
             max_request_mb=float(num("MAX_REQUEST_MB", float)),
             body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
             redis_timeout=float(num("REDIS_TIMEOUT", float)),

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from albackend import jobs
-from albackend.examples import Example, gold_examples, is_labeled
+from albackend.examples import Example, gold_examples, is_labeled, label_counts
 from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.lsclient import LabelStudioClient, LabelStudioError
 from albackend.models.acquisition import AcquisitionModel
@@ -28,6 +28,7 @@ from albackend.publish import Publisher, prune_versions
 from albackend.sharding import ShardedScorer
 from albackend.rescoring import rescore_pool, unlabeled_pool
 from albackend.settings import Settings
+from albackend.stopset import stop_set_round
 from albackend.store import ModelStore, atomic_write_text
 from albackend.strategies import fit_mahalanobis
 from albackend.tasksync import sync_project
@@ -86,7 +87,8 @@ def check_gold(examples: list[Example], spec: TaskSpec) -> None:
 def train_and_publish(settings: Settings, store: ModelStore, project: str, spec: TaskSpec, tasks: list[dict],
                       stats: dict) -> tuple[AcquisitionModel, dict]:
     examples, skips = gold_examples([t for t in tasks if is_labeled(t)], spec, settings.max_text_chars)
-    stats.update(gold=len(examples), gold_skipped=len(skips), skip_reasons=sorted({s.reason for s in skips})[:10])
+    stats.update(gold=len(examples), gold_skipped=len(skips), skip_reasons=sorted({s.reason for s in skips})[:10],
+                 labels=label_counts(examples, spec))
     for s in skips:
         log.info("project %s task %s not used for training: %s", project, s.task_id, s.reason)
     check_gold(examples, spec)
@@ -179,6 +181,10 @@ def run_iteration(settings: Settings, store: ModelStore, project: str, stats: di
                                 push_wait=figures["push_wait_s"], publish=round(time.perf_counter() - t1, 3))
         if figures["current_after_s"] is not None:
             stats["seconds"]["first_publish"] = round(t1 - t0 + figures["current_after_s"], 3)
+    if settings.stop_sample_size > 0:
+        progress({"phase": "stop set"})
+        stats["stop_set"] = stop_set_round(settings, store, project, model, tasks, info)
+        stats["seconds"]["stop_set"] = stats["stop_set"].get("seconds")
     stats["bytes_fetched"] = client.bytes_received
 
 
