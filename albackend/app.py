@@ -21,6 +21,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from albackend import prommetrics
+from albackend.dashboard import dashboard_blueprint
 from albackend.jobs import QueueUnavailable, make_queue
 from albackend.labelconfig import ConfigError, parse_label_config
 from albackend.quality import record_annotation
@@ -264,6 +265,7 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
             "projects": {p: project_status(store, p, q, jobs_limit=3) for p in store.all_projects()},
         })
 
+    app.register_blueprint(dashboard_blueprint(settings, store, job_queue))  # GET /projects/<id>: the HTML page
     if settings.body_read_timeout_s > 0:
         app.wsgi_app = _bounded_reads(app.wsgi_app, settings.body_read_timeout_s)
     return app
