@@ -43,7 +43,7 @@ def dashboard_blueprint(settings: Settings, store: ModelStore, queue: Callable[[
             return jsonify({"error": str(exc)}), 400
         if not store.project_dir(key).is_dir():
             return jsonify({"error": f"unknown project {key}: no model, job or webhook for it yet"}), 404
-        return Response(render_page(settings, project_figures(settings, store, key, queue())), mimetype="text/html")
+        return Response(render_page(settings, project_figures(settings, store, key, queue().reconcile)), mimetype="text/html")
 
     return bp
 

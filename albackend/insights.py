@@ -6,6 +6,7 @@ disagree. Everything comes from the project's files (no model is loaded), so it 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -94,11 +95,17 @@ def job_timeline(jobs: list[dict]) -> list[dict]:
     return out
 
 
-def project_figures(settings: Settings, store: ModelStore, project: str, queue) -> dict:
-    """Every figure of the dashboard for one project (``queue`` reconciles job records with their workers)."""
+def _as_recorded(record: dict) -> dict:
+    return record
+
+
+def project_figures(settings: Settings, store: ModelStore, project: str,
+                    reconcile: Callable[[dict], dict] = _as_recorded) -> dict:
+    """Every figure of the dashboard for one project (``reconcile``: the job queue's check of a record against
+    its worker; the training job itself reads the records as they are)."""
     pdir = store.project_dir(project)
     current = store.current(project) or {}
-    jobs = [queue.reconcile(j) for j in store.jobs(project, limit=settings.job_history)]
+    jobs = [reconcile(j) for j in store.jobs(project, limit=settings.job_history)]
     last = next((j.get("stats") or {} for j in jobs if j.get("state") == "finished"), {})
     quality = quality_figures(settings, pdir)
     return {"project": project, "model_version": current.get("model_version"), "iteration": current.get("iteration"),

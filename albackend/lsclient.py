@@ -8,7 +8,7 @@ Both token kinds of LS 1.23 work: a legacy token (``Authorization: Token <key>``
 ``Authorization: Bearer``, refreshed on a 401). Every response body read is counted in ``bytes_received`` so a
 job can report how much it fetched.
 
-We keep this small client instead of label-studio-sdk: the backend needs seven calls, the SDK would add a
+We keep this small client instead of label-studio-sdk: the backend needs nine calls, the SDK would add a
 large dependency tree (pydantic models for the whole API) to the web and worker processes, and its task
 listing does not expose the Data Manager ``query`` filters the incremental sync relies on.
 """
@@ -142,6 +142,17 @@ class LabelStudioClient:
     def patch_project(self, project: int | str, data: dict) -> dict:
         return self._call("PATCH", f"/api/projects/{project}", json=data)  # type: ignore[return-value]
 
+    def ml_backends(self, project: int | str) -> list[dict]:
+        """The project's ML backend records (LS asks each backend's /health and /setup before answering)."""
+        data = self._call("GET", "/api/ml", params={"project": project})
+        return [b for b in data if isinstance(b, dict)] if isinstance(data, list) else []
+
+    def update_ml_backend(self, ml_id: int, data: dict) -> dict:
+        """PATCH /api/ml/<id>. LS 1.23 re-validates the connection on every update (calls the backend's /health
+        and /setup) and answers 500 unless ``data`` names ``url`` and ``project``: start from
+        `ml_backend_fields` of the record."""
+        return self._call("PATCH", f"/api/ml/{int(ml_id)}", json=data)  # type: ignore[return-value]
+
     def iter_tasks(self, project: int | str, *, fields: str = "all", query: dict | None = None,
                    page_size: int = 500) -> Iterator[dict]:
         """Tasks of a project page by page; ``fields="task_only"`` leaves out annotations and predictions,
@@ -213,6 +224,16 @@ class LabelStudioClient:
         if isinstance(data, dict):  # LS 1.23 answers {"deleted_predictions": n}
             data = data.get("deleted_predictions")
         return int(data) if isinstance(data, (int, float)) and not isinstance(data, bool) else 0
+
+
+def ml_backend_fields(record: dict) -> dict:
+    """What a PATCH of an ML backend record must repeat for LS to accept it: url, project and, with basic auth,
+    the method and user ("" as the password keeps the stored one: LS never returns it)."""
+    fields = {"url": record.get("url"), "project": record.get("project")}
+    if record.get("auth_method") == "BASIC_AUTH":
+        fields.update(auth_method="BASIC_AUTH", basic_auth_user=record.get("basic_auth_user") or "",
+                      basic_auth_pass="")
+    return fields
 
 
 def is_personal_access_token(key: str) -> bool:

@@ -20,6 +20,7 @@ from albackend import jobs
 from albackend.examples import Example, gold_examples, is_labeled, label_counts
 from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.lsclient import LabelStudioClient, LabelStudioError
+from albackend.lssummary import summary_round
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig, default_train_config, warm_train_config
@@ -185,6 +186,8 @@ def run_iteration(settings: Settings, store: ModelStore, project: str, stats: di
         progress({"phase": "stop set"})
         stats["stop_set"] = stop_set_round(settings, store, project, model, tasks, info)
         stats["seconds"]["stop_set"] = stats["stop_set"].get("seconds")
+    if settings.ls_summary:
+        stats["ls_summary"] = summary_round(settings, store, client, project)
     stats["bytes_fetched"] = client.bytes_received
 
 

@@ -88,7 +88,7 @@ def test_the_page_shows_the_agreement_of_the_version(project, settings):
     assert row and float(row.group(1)) == pytest.approx(sum(agree) / 8, abs=1e-3)
     assert f"<b>{sum(agree[-5:]) / 5:.2f}</b> over the last 5 annotations" in html  # QUALITY_WINDOW=5
     assert 'http-equiv="refresh"' in html and "<progress value='5' max='20'>" in html  # a job is running
-    figures = project_figures(settings, store, "1", jobs.InProcessQueue(settings, store, lambda p, j: {}))
+    figures = project_figures(settings, store, "1")
     assert summary_line(figures) in html.replace("&#x27;", "'")
     assert summary_line(figures).startswith(f"it 0 · agreement {sum(agree[-5:]) / 5:.2f} (n=5) · stop: ")
 
