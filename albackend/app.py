@@ -254,7 +254,7 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
 
     @app.route("/metrics", methods=["GET"])
     def metrics():  # Prometheus text format, summed over all gunicorn workers
-        body, content_type = prommetrics.render()
+        body, content_type = prommetrics.render(prommetrics.ProjectFigures(settings, store))
         return app.response_class(body, mimetype=None, content_type=content_type)
 
     @app.route("/status", methods=["GET"])

@@ -124,3 +124,21 @@ def test_a_cached_page_is_fast(project):
     per_page = (time.perf_counter() - t0) / 5
     print(f"dashboard page, plots cached: {per_page * 1000:.0f} ms")
     assert per_page < 0.3
+
+
+def test_the_same_figures_in_metrics(project, settings):
+    store, client, info, gold = project
+    text = client.get("/metrics").get_data(as_text=True)
+    figures = project_figures(settings, store, "1")
+    window = figures["quality"]["window"]
+    assert f'albackend_prequential_agreement{{metric="accuracy",project="1"}} {window["accuracy"]}' in text
+    assert 'albackend_prequential_annotations{project="1"} 8.0' in text
+    assert 'albackend_prequential_version_agreement{iteration="0",project="1"}' in text
+    assert 'albackend_iteration{project="1"} 0.0' in text
+    assert 'albackend_stopping_decision{project="1"} 0.0' in text
+    assert 'albackend_stopping_criterion_met{criterion="stabilizing predictions",project="1"} 0.0' in text
+    assert re.search(r'albackend_stopping_uncertainty\{project="1"\} [0-9.]+', text)
+    assert 'albackend_pool_tasks{project="1",scored_by="current"} 40.0' in text
+    assert 'albackend_ups_last_round{figure="scored",project="1"} 40.0' in text
+    assert 'albackend_gold_labels{label="Sports",project="1"} 6.0' in text
+    assert "albackend_http_requests_total" in text  # the counted metrics are still there
