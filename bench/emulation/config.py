@@ -96,6 +96,12 @@ class Settings:
     iterations: int = 5
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     measure_overlap: bool = True  # UPS runs: full-pool scoring (not timed) for Table 1 and UPS recall
+    # stopping criteria (the backend's STOP_* defaults): stop-set size, window, thresholds
+    stop_sample: int = 1000
+    stop_window: int = 3
+    stop_kappa: float = 0.99
+    stop_uncertainty: float = 0.05
+    stop_min_gain: float = 0.01
     # models
     acquisition: str = "splade-tiny"
     successor: str = "cnn"

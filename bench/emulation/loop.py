@@ -29,6 +29,7 @@ from bench.emulation.config import ACQ, ConfigSpec, Settings
 from bench.emulation.data import Dataset, Split
 from bench.emulation.learners import Learner, make_learner
 from bench.emulation.metrics import evaluate_targets, share_in, topk_overlap
+from bench.emulation.stopping import StopSignals
 from ups.cache import ScoreCache
 from ups.round import UPSConfig, plan_round, run_round
 from ups.sampler import FullPoolSchedule
@@ -145,6 +146,7 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
                        device=st.device)
     seed_budget, query_budget = budgets(ds, st)
     labeled = seed_set(ds, seed_budget, np.random.default_rng(seed))
+    signals = StopSignals(ds, labeled, st.stop_sample, seed)
     lengths = ds.pool.lengths()
     successors = {c.name: _successor(c, ds, st) for c in group if c.successor != ACQ or c.plasm}
     records: list[dict] = []
@@ -159,6 +161,7 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
         t0 = time.perf_counter()
         acq.fit(gold, seed=seed * 1000 + it)
         base["train_s"] = time.perf_counter() - t0
+        base.update(signals.observe(acq))  # the stopping criteria's stop set (bench/emulation/stopping.py)
         metrics: dict[str, dict] = {}
         for cfg in group:
             if cfg.successor == ACQ and not cfg.plasm:
@@ -183,7 +186,7 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
         if it < st.iterations - 1:
             tick(f"seed {seed} it {it}: score pool")
             query, qrec, fresh = scorer.query(acq, labeled, query_budget, it, measure)
-            base.update(qrec)
+            base.update(qrec, **signals.prequential(acq, query))
             base["iteration_s"] = base["train_s"] + qrec["scoring_s"] + qrec["select_s"]
             if prev_fresh is not None and fresh is not None and scorer.strategy != "random":
                 unlabeled = np.setdiff1d(np.arange(len(ds.pool)), labeled)

@@ -11,6 +11,7 @@ from collections import defaultdict
 import numpy as np
 
 from bench.emulation.metrics import TOP_K_PERCENTS
+from bench.emulation.stopping import stopping_markdown
 
 
 def _mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -284,6 +285,7 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
                 lines.append(f"| {k}% | " + " | ".join(_fmt(*table[c][str(k)]) for c in cols) + " |")
         if "overlap" in plots:
             lines += ["", f"![Table 1 analogue]({plots['overlap']})"]
+    lines += stopping_markdown(records, names, meta["settings"])
     return "\n".join(lines) + "\n"
 
 

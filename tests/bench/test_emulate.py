@@ -113,6 +113,13 @@ def _check_outputs(out: Path, configs: list[str], iterations: int, seeds: list[i
     for (name, seed, it), r in by.items():  # the labeled set grows by the query each iteration
         if it:
             assert r["n_labeled"] > by[(name, seed, it - 1)]["n_labeled"]
+    for r in records:  # the stopping criteria's signals
+        assert (r["stop_kappa"] is None) == (r["iteration"] == 0)
+        assert r["iteration"] == 0 or -1.0 <= r["stop_kappa"] <= 1.0
+        assert 0.0 <= r["stop_uncertainty"] <= 1.0
+        assert ("prequential" in r) == (r["iteration"] < iterations - 1)
+        assert r.get("prequential", 0.0) is None or 0.0 <= r.get("prequential", 0.0) <= 1.0
+    assert "## Stopping criteria vs the test curve" in report
     return records
 
 
