@@ -124,8 +124,8 @@ def _labels(fig: dict) -> str:
 def _pool(p: dict) -> str:
     if not p["scored"]:
         return "<h2>Pool uncertainty</h2><p class=muted>the pool has not been scored yet</p>"
-    return (f"<h2>Pool uncertainty</h2><p>{p['pool']} unlabeled tasks, {p['scored']} scored, {p['by_current']} by "
-            f"the current version; mean score {_f(p['mean_score'])} ({escape(p['strategy'])}).</p>"
+    return (f"<h2>Pool uncertainty</h2><p>{p['pool']} unlabeled tasks at the last retrain, {p['scored']} scored, "
+            f"{p['by_current']} by the current version; mean score {_f(p['mean_score'])} ({escape(p['strategy'])}).</p>"
             f"<div class=plot>{dashplots.svg('pool', p, dashplots.pool, (4.6, 2.6))}</div>")
 
 

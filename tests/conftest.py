@@ -6,6 +6,8 @@
   ``.url``, ``.meta["token"]``, ``.meta["boot_seconds"]``. Skipped when the venv is missing, a failure under CI.
 - ``ls_client`` (session): ``tests.support.lsapi.LSClient`` for ``label_studio``.
 - ``tmp_model_dir`` (function): an empty directory for a model store.
+- ``chromium`` (session): the path of a headless Chromium (tests.support.browser). Skipped when
+  /usr/bin/chromium is missing, a failure under CI.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ def ls_client(label_studio):
     from tests.support.lsapi import LSClient
 
     return LSClient.for_service(label_studio)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from tests.support import browser
+
+    if not browser.have_chromium():
+        _missing(f"no Chromium at {browser.CHROMIUM} (apt-get install chromium; .ci/run installs it)")
+    return browser.CHROMIUM
 
 
 @pytest.fixture(scope="session")
