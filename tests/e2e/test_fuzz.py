@@ -104,6 +104,8 @@ REQUESTS = st.one_of(
               st.one_of(st.binary(max_size=64), st.just(b"[" * 100_000), st.just(b'{"tasks": [' + b"1," * 1000 + b"1]}"))),
     st.builds(lambda p: ("GET", "/projects/" + urllib.parse.quote(str(p).encode("utf-8", "surrogatepass"), safe="")
                          + "/status", {}), PROJECT),
+    st.builds(lambda p: ("GET", "/projects/" + urllib.parse.quote(str(p).encode("utf-8", "surrogatepass"), safe=""),
+                         {}), PROJECT),  # the dashboard
     st.builds(lambda p: ("GET", "/versions", {"params": {"project": str(p).encode("utf-8", "surrogatepass")}}),
               PROJECT),
     st.sampled_from([("GET", "/health", {}), ("GET", "/metrics", {}), ("GET", "/status", {}), ("GET", "/", {}), ("GET", "/nope", {}),
