@@ -5,6 +5,7 @@ disagree. Everything comes from the project's files (no model is loaded), so it 
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +26,25 @@ HIST_BINS = 20
 STAGES = ("sync", "train", "publish", "stop_set")  # a job's stages, one after the other (publish: rescore + push)
 
 
+_QUALITY: dict[tuple[str, int, int], dict] = {}  # (quality.sqlite, its write counter, window) -> figures
+_QUALITY_LOCK = threading.Lock()
+
+
 def quality_figures(settings: Settings, project_dir: Path) -> dict:
-    """Prequential agreement per version, over the last QUALITY_WINDOW annotations, and as a rolling series."""
-    kind, outcomes = QualityStore(project_dir).outcomes()
+    """Prequential agreement per version, over the last QUALITY_WINDOW annotations, and as a rolling series;
+    computed once per change of the project's outcomes (tens of thousands take a second to read and score)."""
+    store = QualityStore(project_dir)
+    key = (str(store.path), store.writes(), settings.quality_window)
+    with _QUALITY_LOCK:
+        if key not in _QUALITY:
+            for old in [k for k in _QUALITY if k[0] == key[0]]:
+                del _QUALITY[old]
+            _QUALITY[key] = _quality(settings, store)
+        return _QUALITY[key]
+
+
+def _quality(settings: Settings, store: QualityStore) -> dict:
+    kind, outcomes = store.outcomes()
     if kind is None:
         return {"kind": None, "n": 0, "curve": [], "window": {}, "agreement": None, "rolling": ([], [])}
     window = {**scores(kind, recent(outcomes, settings.quality_window)), "size": settings.quality_window}

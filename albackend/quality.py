@@ -35,7 +35,9 @@ JUDGED_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTAT
 DELETE_ACTIONS = frozenset({"ANNOTATION_DELETED", "ANNOTATIONS_DELETED"})
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS outcomes (task_id INTEGER PRIMARY KEY, annotation_id INTEGER, "
            "model_version TEXT NOT NULL, iteration INTEGER NOT NULL, kind TEXT NOT NULL, pred TEXT NOT NULL, "
-           "gold TEXT NOT NULL, at REAL NOT NULL)")
+           "gold TEXT NOT NULL, at REAL NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+_BUMP = "INSERT INTO meta VALUES ('writes', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1"
 
 
 class QualityStore:
@@ -48,8 +50,17 @@ class QualityStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=10)
         con.execute("PRAGMA journal_mode=WAL")
-        con.execute(_SCHEMA)
+        for stmt in _SCHEMA:
+            con.execute(stmt)
         return con
+
+    def writes(self) -> int:
+        """A counter every change bumps (in the same transaction): readers cache figures by it."""
+        if not self.path.exists():
+            return 0
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'writes'").fetchone()
+        return int(row[0]) if row else 0
 
     def get(self, task_id: int) -> dict | None:
         with closing(self._connect()) as con:
@@ -63,11 +74,14 @@ class QualityStore:
         with closing(self._connect()) as con, con:
             con.execute("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (task_id, annotation_id, version, iteration, kind, json.dumps(pred), json.dumps(gold), at))
+            con.execute(_BUMP)
 
     def delete_annotations(self, annotation_ids: list[int]) -> int:
         with closing(self._connect()) as con, con:
-            return sum(con.execute("DELETE FROM outcomes WHERE annotation_id = ?", (a,)).rowcount
-                       for a in annotation_ids)
+            deleted = sum(con.execute("DELETE FROM outcomes WHERE annotation_id = ?", (a,)).rowcount
+                          for a in annotation_ids)
+            con.execute(_BUMP)
+            return deleted
 
     def outcomes(self) -> tuple[str | None, list[Outcome]]:
         """(task kind, every outcome of that kind); (None, []) before the first one."""
@@ -79,8 +93,10 @@ class QualityStore:
         if not rows:
             return None, []
         kind = rows[-1][5]
-        return kind, [Outcome(it, v, at, _tuple(json.loads(p)), _tuple(json.loads(g)))
-                      for it, v, at, p, g, k in rows if k == kind]
+        rows = [r for r in rows if r[5] == kind]
+        preds = json.loads("[" + ",".join(r[3] for r in rows) + "]")  # one parse, not one per row
+        golds = json.loads("[" + ",".join(r[4] for r in rows) + "]")
+        return kind, [Outcome(r[0], r[1], r[2], _tuple(p), _tuple(g)) for r, p, g in zip(rows, preds, golds)]
 
 
 def _tuple(items: list) -> tuple:

@@ -44,9 +44,8 @@ def label_scores(pred: Sequence[Sequence[Hashable]], gold: Sequence[Sequence[Has
     labels = sorted({label for row in (*pred, *gold) for label in row}, key=str)
     index = {label: i for i, label in enumerate(labels)}
     p, g = np.zeros((n, len(labels)), bool), np.zeros((n, len(labels)), bool)
-    for r, (ps, gs) in enumerate(zip(pred, gold)):
-        p[r, [index[x] for x in ps]] = True
-        g[r, [index[x] for x in gs]] = True
+    for matrix, sets in ((p, pred), (g, gold)):  # one fancy assignment each: no per-row numpy calls
+        matrix[[r for r, row in enumerate(sets) for _ in row], [index[x] for row in sets for x in row]] = True
     tp, fp, fn = (p & g).sum(0), (p & ~g).sum(0), (~p & g).sum(0)
     f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)  # every listed label occurs, so the denominator is > 0
     return {"n": n, "accuracy": float((p == g).all(axis=1).mean()),

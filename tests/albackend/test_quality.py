@@ -1,12 +1,15 @@
 """albackend.quality: which annotation webhooks become prequential outcomes, against a real prediction store."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
+from albackend.insights import quality_figures
 from albackend.predstore import PredictionStore
 from albackend.quality import QualityStore, project_spec, record_annotation
+from albackend.settings import Settings
 from albackend.store import ModelStore, version_time
 from tests.support.published import CLS_CONFIG, NER_CONFIG
 
@@ -134,3 +137,16 @@ def test_the_spec_falls_back_to_the_current_model(store):
 ])
 def test_malformed_payloads_never_raise(store, payload):
     assert isinstance(record_annotation(store, P, payload, 1000), dict)
+
+
+def test_every_change_bumps_the_write_counter_the_figures_are_cached_by(store):
+    settings = dataclasses.replace(Settings.from_env(), quality_window=10)
+    qs = QualityStore(store.project_dir(P))
+    assert qs.writes() == 0 and quality_figures(settings, store.project_dir(P))["n"] == 0
+    predict(store, 1, V0, choice("Sports"))
+    record_annotation(store, P, event(1, choice("Sports"), ann_id=5), 1000)
+    assert qs.writes() == 1 and quality_figures(settings, store.project_dir(P))["agreement"] == 1.0
+    record_annotation(store, P, event(1, choice("Politics"), action="ANNOTATION_UPDATED", ann_id=5), 1000)
+    assert qs.writes() == 2 and quality_figures(settings, store.project_dir(P))["agreement"] == 0.0
+    record_annotation(store, P, {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}]}, 1000)
+    assert qs.writes() == 3 and quality_figures(settings, store.project_dir(P))["n"] == 0
