@@ -136,7 +136,7 @@ def summary_line(figures: dict) -> str:
     q = figures["quality"]
     name = "span F1" if q["kind"] == "tagging" else "agreement"
     agreement = f"{name} {q['agreement']:.2f} (n={q['window'].get('n')})" if q["agreement"] is not None else \
-        f"{name} – (no annotated predictions yet)"
+        f"{name} –"  # no annotation of a predicted task yet
     decision = figures["stopping"]["recommendation"]["decision"]
     advice = {STOP: "yes", CONSIDER: "consider"}.get(decision, "not yet")
     it = figures["iteration"]

@@ -32,5 +32,5 @@ def test_an_unreachable_label_studio_is_reported_not_raised(tmp_path):
     settings = dataclasses.replace(Settings.from_env(), model_dir=tmp_path)
     client = LabelStudioClient(f"http://127.0.0.1:{free_port()}", "token-123456")
     out = summary_round(settings, ModelStore(tmp_path), client, "4")
-    assert out["line"] == "it – · agreement – (no annotated predictions yet) · stop: not yet"
+    assert out["line"] == "it – · agreement – · stop: not yet"
     assert "unreachable" in out["error"]

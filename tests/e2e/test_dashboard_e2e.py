@@ -65,7 +65,7 @@ def test_annotations_become_the_versions_agreement_on_the_dashboard(backend, lab
     st = wait_trained(backend, pid, 0, set())
     v0 = st["last_training"]["model_version"]
     record = next(b for b in ls.list_ml(pid) if b["id"] == ml["id"])
-    assert record["title"] == "al backend · it 0 · agreement – (no annotated predictions yet) · stop: not yet"
+    assert record["title"] == "al backend · it 0 · agreement – · stop: not yet"
     assert record["description"] == record["title"].split(" · ", 1)[1]
 
     # annotate tasks that carry a v0 prediction; LS posts ANNOTATION_CREATED to the backend's /webhook
