@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 _CACHE: OrderedDict[str, str] = OrderedDict()
-_CACHE_SIZE = 256
+_CACHE_SIZE = 128  # ~6 plots per project, 20-100 KB each
 _LOCK = threading.Lock()
 _METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)  # RDF boilerplate, nothing a browser shows
 COLORS = {"accuracy": "#1f77b4", "macro_f1": "#ff7f0e", "precision": "#2ca02c", "recall": "#d62728",

@@ -5,8 +5,10 @@ version agreed with the annotators (the figures: `albackend.algorithms.prequenti
 Which prediction is judged: the task's last prediction in the prediction store (`predstore`: the version that
 really computed it, also when /predict served it stale under a newer label), and only when that version was
 named before the annotation was created (`store.version_time`): a version trained after the annotation may
-have learned it. The first judged annotation of a task fixes the prediction; a later update of the annotation
-changes the gold side only, a deletion removes the outcome. Stored in ``quality.sqlite`` in the project's
+have learned it. (If a retrain pushed a newer prediction between the annotator opening the task and submitting
+it, the newer one is judged: still a prediction made without that label.) The first judged annotation of a task
+fixes the prediction; a later update of the annotation changes the gold side only, a deletion removes the
+outcome. Stored in ``quality.sqlite`` in the project's
 directory (WAL: web processes write while the dashboard reads). Webhooks must be answered within a second, so
 everything here is a few SQLite reads and one write, and any problem is a logged skip, never an error.
 """
@@ -215,6 +217,8 @@ def record_annotation(store: ModelStore, project: str, payload: dict, max_chars:
         for ann, task in _pairs(payload):
             what = _judge(qs, preds, spec, project, ann, task, max_chars)
             counts[what] = counts.get(what, 0) + 1
+        if set(counts) - {"recorded", "updated"}:
+            log.info("project %s: %s not judged for the prequential curve: %s", project, action, counts)
         return counts
     except (sqlite3.Error, OSError, ValueError) as exc:
         log.warning("project %s: %s not recorded for the prequential curve: %s", project, action, exc)
