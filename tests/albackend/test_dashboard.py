@@ -19,8 +19,9 @@ from albackend.stopset import score_stop_set
 from albackend.store import ModelStore
 from albackend.training import train_and_publish
 from model import ActiveLearningModel
+from tests.albackend.test_quality import V0, event, predict, region
 from tests.albackend.test_training import CLS, labeled_tasks, pool_tasks
-from tests.support.published import CLS_CONFIG
+from tests.support.published import CLS_CONFIG, NER_CONFIG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ANNOTATED = list(range(1000, 1008))
@@ -142,3 +143,17 @@ def test_the_same_figures_in_metrics(project, settings):
     assert 'albackend_ups_last_round{figure="scored",project="1"} 40.0' in text
     assert 'albackend_gold_labels{label="Sports",project="1"} 6.0' in text
     assert "albackend_http_requests_total" in text  # the counted metrics are still there
+
+
+def test_a_tagging_project_shows_span_scores(settings, tmp_path):
+    local = dataclasses.replace(settings, model_dir=tmp_path / "m")
+    store = ModelStore(local.model_dir)
+    predict(store, 3, V0, [region(0, 3, "PER"), region(15, 20, "LOC")])
+    client = create_app(local, model_class=ActiveLearningModel).test_client()
+    payload = {**event(3, [region(0, 3, "PER")], config=NER_CONFIG, text="Bob met Ann in Paris"),
+               "project": {"id": 5, "label_config": NER_CONFIG}}
+    assert client.post("/webhook", json=payload).status_code == 200
+    html = client.get("/projects/5").get_data(as_text=True)
+    assert "<th>f1</th><th>precision</th><th>recall</th>" in html  # tp 1, fp 1, fn 0
+    assert re.search(rf"<td class=l>{V0}</td><td>0</td><td>1</td><td>0.667</td><td>0.500</td><td>1.000</td>", html)
+    assert "span F1 0.67 (n=1)" in html and html.count("<svg") == 1  # no model, stop set or job yet
