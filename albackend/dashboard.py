@@ -43,7 +43,9 @@ def dashboard_blueprint(settings: Settings, store: ModelStore, queue: Callable[[
             return jsonify({"error": str(exc)}), 400
         if not store.project_dir(key).is_dir():
             return jsonify({"error": f"unknown project {key}: no model, job or webhook for it yet"}), 404
-        return Response(render_page(settings, project_figures(settings, store, key, queue().reconcile)), mimetype="text/html")
+        figures = project_figures(settings, store, key, queue().reconcile)
+        plots = dashplots.Plots(store.project_dir(key) / "dashboard")
+        return Response(render_page(settings, figures, plots), mimetype="text/html")
 
     return bp
 
@@ -67,12 +69,12 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "–"
 
 
-def render_page(settings: Settings, fig: dict) -> str:
+def render_page(settings: Settings, fig: dict, plots: dashplots.Plots) -> str:
     live = any(j["state"] in ("queued", "running") for j in fig["jobs"])
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if live else ""
-    sections = [_advice(settings, fig), _prequential(fig["quality"]),
-                f"<div class=pair><div>{_labels(fig)}</div><div>{_pool(fig['pool'])}</div></div>",
-                _ups(fig["ups"]), _jobs(fig["jobs"])]
+    sections = [_advice(settings, fig, plots), _prequential(fig["quality"], plots),
+                f"<div class=pair><div>{_labels(fig, plots)}</div><div>{_pool(fig['pool'], plots)}</div></div>",
+                _ups(fig["ups"], plots), _jobs(fig["jobs"], plots)]
     title = f"al-backend · project {escape(fig['project'])}"
     return (f"<!doctype html><html><head><meta charset=utf-8>{refresh}<title>{title}</title>"
             f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
@@ -81,14 +83,14 @@ def render_page(settings: Settings, fig: dict) -> str:
             + "".join(sections) + "</body></html>")
 
 
-def _advice(settings: Settings, fig: dict) -> str:
+def _advice(settings: Settings, fig: dict, plots: dashplots.Plots) -> str:
     rec = fig["stopping"]["recommendation"]
     css = {STOP: "stop", CONSIDER: "consider"}.get(rec["decision"], "continue")
     rows = [[c["name"], "yes" if c["fired"] else "no", c["value"], c["threshold"], c["detail"]]
             for c in [*rec["criteria"], {**rec["kappa_average"], "name": rec["kappa_average"]["name"] + " †"}]]
     history = fig["stopping"]["history"]
-    plot = dashplots.svg("stopping", {"history": history, "kappa_threshold": settings.stop_kappa,
-                                      "uncertainty_threshold": settings.stop_uncertainty}, dashplots.stopping) \
+    plot = plots.svg("stopping", {"history": history, "kappa_threshold": settings.stop_kappa,
+                                  "uncertainty_threshold": settings.stop_uncertainty}, dashplots.stopping) \
         if history else "<p class=muted>no stop-set scoring yet (it runs after each retrain)</p>"
     return (f"<h2>Can we stop labeling?</h2><div class='advice {css}'><b id=decision>{escape(rec['decision'])}</b>"
             f" — {rec['met']} of {rec['of']} criteria met. {escape(rec['reason'])}</div>"
@@ -98,7 +100,7 @@ def _advice(settings: Settings, fig: dict) -> str:
               "changing, whatever its level.</p>" + f"<div class=plot>{plot}</div>")
 
 
-def _prequential(q: dict) -> str:
+def _prequential(q: dict, plots: dashplots.Plots) -> str:
     if not q["curve"]:
         return ("<h2>Prequential agreement</h2><p class=muted id=prequential>no annotation of a task that carried "
                 "a prediction of this backend yet</p>")
@@ -109,33 +111,33 @@ def _prequential(q: dict) -> str:
     w = q["window"]
     return ("<h2>Prequential agreement</h2><p id=prequential>How often the prediction an annotator was shown agreed "
             f"with the annotation: <b>{_f(q['agreement'], 2)}</b> over the last {w.get('n')} annotations "
-            f"({q['n']} judged in all).</p>" + f"<div class=plot>{dashplots.svg('prequential', data, dashplots.prequential)}"
+            f"({q['n']} judged in all).</p>" + f"<div class=plot>{plots.svg('prequential', data, dashplots.prequential)}"
             "</div>" + _table(["version", "iteration", "annotations", *[m.replace('_', '-') for m in metrics]], rows))
 
 
-def _labels(fig: dict) -> str:
+def _labels(fig: dict, plots: dashplots.Plots) -> str:
     if not fig["labels"]:
         return "<h2>Labels per class</h2><p class=muted>no finished retrain yet</p>"
     size = (4.6, 0.9 + 0.28 * len(fig["labels"]))
     return (f"<h2>Labels per class</h2><p>{_f(fig['gold'])} annotated tasks used by the last retrain.</p>"
-            f"<div class=plot>{dashplots.svg('labels', fig['labels'], dashplots.labels, size)}</div>")
+            f"<div class=plot>{plots.svg('labels', fig['labels'], dashplots.labels, size)}</div>")
 
 
-def _pool(p: dict) -> str:
+def _pool(p: dict, plots: dashplots.Plots) -> str:
     if not p["scored"]:
         return "<h2>Pool uncertainty</h2><p class=muted>the pool has not been scored yet</p>"
     return (f"<h2>Pool uncertainty</h2><p>{p['pool']} unlabeled tasks at the last retrain, {p['scored']} scored, "
             f"{p['by_current']} by the current version; mean score {_f(p['mean_score'])} ({escape(p['strategy'])}).</p>"
-            f"<div class=plot>{dashplots.svg('pool', p, dashplots.pool, (4.6, 2.6))}</div>")
+            f"<div class=plot>{plots.svg('pool', p, dashplots.pool, (4.6, 2.6))}</div>")
 
 
-def _ups(rows: list[dict]) -> str:
+def _ups(rows: list[dict], plots: dashplots.Plots) -> str:
     if not rows:
         return "<h2>Rescoring (UPS)</h2><p class=muted>no finished retrain yet</p>"
     table = _table(["iteration", "round", "pool", "scored", "new", "skipped", "scoring s"],
                    [[r["iteration"], "full pool" if r["full_pool"] else "UPS", r["pool"], r["scored"], r["new"],
                      r["skipped"], r["score_s"]] for r in reversed(rows)])
-    return (f"<h2>Rescoring (UPS)</h2><div class=pair><div class=plot>{dashplots.svg('ups', rows, dashplots.ups)}"
+    return (f"<h2>Rescoring (UPS)</h2><div class=pair><div class=plot>{plots.svg('ups', rows, dashplots.ups)}"
             f"</div><div>{table}</div></div>")
 
 
@@ -147,7 +149,7 @@ def _progress(p: dict | None) -> str:
     return f"{escape(str(p.get('phase', '')))}{bar}" + (f", {p['pushed']} pushed" if p.get("pushed") else "")
 
 
-def _jobs(jobs: list[dict]) -> str:
+def _jobs(jobs: list[dict], plots: dashplots.Plots) -> str:
     if not jobs:
         return "<h2>Jobs</h2><p class=muted>no job yet</p>"
     rows = [[j["id"], j["state"], j["trigger"], j["iteration"], _when(j["started_at"]), j["duration_s"],
@@ -156,7 +158,7 @@ def _jobs(jobs: list[dict]) -> str:
                    for j in jobs if j["progress"])
     shown = [{"label": f"it {j['iteration']}" if j["iteration"] is not None else j["id"][-8:],
               "stages": j["stages"]} for j in jobs[:12] if j["stages"]]
-    plot = dashplots.svg("timeline", {"rows": shown, "stages": list(STAGES)}, dashplots.timeline,
-                         size=(6.4, 0.6 + 0.3 * len(shown))) if shown else ""
+    plot = plots.svg("timeline", {"rows": shown, "stages": list(STAGES)}, dashplots.timeline,
+                     size=(6.4, 0.6 + 0.3 * len(shown))) if shown else ""
     return (f"<h2>Jobs</h2>{live}<div class=plot>{plot}</div>"
             + _table(["job", "state", "trigger", "iteration", "started", "seconds", "stages", "reason"], rows))

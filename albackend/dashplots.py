@@ -2,10 +2,11 @@
 scripts or stylesheets), so the page works offline and behind any proxy.
 
 Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no global figure registry and no
-process-wide backend switch (the SVG canvas renders headless, as Agg does). Rendering costs tens of milliseconds a
-plot, so each SVG is cached by a hash of the data it shows: an unchanged project is served from memory, and one
-new annotation re-renders only the plots that show it. One lock serialises rendering (matplotlib's text layout
-is not thread-safe).
+process-wide backend switch (the SVG canvas renders headless, as Agg does). Rendering costs 0.1-0.5 s a plot, so
+each SVG is cached by a hash of the data it shows, in memory and as a file in the project's directory
+(``dashboard/``) that every worker process shares: an unchanged project is served from the cache, and one new
+annotation re-renders only the plots that show it. One lock serialises rendering (matplotlib's text layout is not
+thread-safe).
 """
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from albackend.store import atomic_write_text
 
 _CACHE: OrderedDict[str, str] = OrderedDict()
 _CACHE_SIZE = 128  # ~6 plots per project, 20-100 KB each
@@ -28,23 +32,49 @@ COLORS = {"accuracy": "#1f77b4", "macro_f1": "#ff7f0e", "precision": "#2ca02c", 
           "f1": "#1f77b4", "kappa": "#9467bd", "uncertainty": "#8c564b"}
 
 
-def svg(name: str, data: object, draw: Callable[[Figure, object], None], size: tuple[float, float] = (6.4, 2.8)) -> str:
-    """The plot ``draw(fig, data)`` as an ``<svg>`` element, from the cache when ``data`` was drawn before."""
-    key = name + ":" + hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-    with _LOCK:
-        if key in _CACHE:
+class Plots:
+    """The plots of one project's page, cached in memory and in ``directory`` (shared by every gunicorn worker
+    and kept across restarts: a plot is rendered once per change of its data, not once per process)."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def svg(self, name: str, data: object, draw: Callable[[Figure, object], None],
+            size: tuple[float, float] = (6.4, 2.8)) -> str:
+        """The plot ``draw(fig, data)`` as an ``<svg>`` element, rendered only if ``data`` was never drawn."""
+        digest = hashlib.sha1(json.dumps([data, size], sort_keys=True, default=str).encode()).hexdigest()[:20]
+        path = self.directory / f"{name}-{digest}.svg"
+        key = str(path)
+        with _LOCK:
+            if key not in _CACHE:
+                try:
+                    _CACHE[key] = path.read_text(encoding="utf-8")
+                except OSError:
+                    _CACHE[key] = _render(data, draw, size)
+                    self._save(name, path, _CACHE[key])
             _CACHE.move_to_end(key)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
             return _CACHE[key]
-        fig = Figure(figsize=size, dpi=96, layout="constrained")
-        draw(fig, data)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-        text = buf.getvalue().decode("utf-8")
-        text = _METADATA.sub("", text[text.index("<svg"):])  # inline: no XML declaration or doctype
-        _CACHE[key] = text
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-        return text
+
+    def _save(self, name: str, path: Path, text: str) -> None:
+        """Keep one file per plot: the new one replaces the plot's earlier renderings."""
+        try:
+            atomic_write_text(path, text)
+            for old in self.directory.glob(f"{name}-*.svg"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except OSError:  # a read-only store still serves the page, from memory
+            pass
+
+
+def _render(data: object, draw: Callable[[Figure, object], None], size: tuple[float, float]) -> str:
+    fig = Figure(figsize=size, dpi=96, layout="constrained")
+    draw(fig, data)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue().decode("utf-8")
+    return _METADATA.sub("", text[text.index("<svg"):])  # inline: no XML declaration or doctype
 
 
 def _style(ax, title: str, ylabel: str = "", integer_x: bool = False) -> None:

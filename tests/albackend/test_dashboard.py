@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from albackend import jobs
+from albackend import dashplots, jobs
 from albackend.app import create_app
 from albackend.insights import project_figures, summary_line
 from albackend.predstore import PredictionStore
@@ -157,3 +157,15 @@ def test_a_tagging_project_shows_span_scores(settings, tmp_path):
     assert "<th>f1</th><th>precision</th><th>recall</th>" in html  # tp 1, fp 1, fn 0
     assert re.search(rf"<td class=l>{V0}</td><td>0</td><td>1</td><td>0.667</td><td>0.500</td><td>1.000</td>", html)
     assert "span F1 0.67 (n=1)" in html and html.count("<svg") == 1  # no model, stop set or job yet
+
+
+def test_plots_are_shared_through_the_project_directory(tmp_path):
+    plots = dashplots.Plots(tmp_path)
+    first = plots.svg("labels", {"a": 1, "b": 2}, dashplots.labels)
+    assert first.startswith("<svg") and [p.name[:7] for p in tmp_path.iterdir()] == ["labels-"]
+    dashplots._CACHE.clear()  # another process: only the file is there
+    (only,) = tmp_path.iterdir()
+    only.write_text(first.replace("<svg", "<svg data-from-file", 1))
+    assert plots.svg("labels", {"a": 1, "b": 2}, dashplots.labels).startswith("<svg data-from-file")
+    plots.svg("labels", {"a": 1, "b": 3}, dashplots.labels)  # new data: rendered, the old file replaced
+    assert len(list(tmp_path.glob("labels-*.svg"))) == 1 and not only.exists()
