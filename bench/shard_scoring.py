@@ -1,7 +1,7 @@
 """Rescoring scaled out over RQ workers: one owner alone vs the owner plus helper workers (one torch thread each).
 
 Publishes the default acquisition model (untrained head: the scoring cost is the same) for a project whose task
-mirror holds ``--pool`` AG News texts, then scores them through `albackend.sharding.ShardedScorer` exactly as a
+mirror holds ``--pool`` AG News texts, then scores them through `albackend.services.sharding.ShardedScorer` exactly as a
 full-pool retrain does, with 0 and ``--helpers`` helper RQ workers, in the same run.
 
     .venv/bin/python bench/shard_scoring.py --pool 4000 --helpers 1
@@ -26,11 +26,11 @@ from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
 
 from albackend.models.acquisition import AcquisitionModel  # noqa: E402
-from albackend.rescoring import score_texts  # noqa: E402
+from albackend.services.rescoring import score_texts  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
-from albackend.sharding import ShardedScorer  # noqa: E402
-from albackend.store import ModelStore  # noqa: E402
-from albackend.taskstore import TaskStore  # noqa: E402
+from albackend.services.sharding import ShardedScorer  # noqa: E402
+from albackend.services.store import ModelStore  # noqa: E402
+from albackend.services.taskstore import TaskStore  # noqa: E402
 from tests.support import services  # noqa: E402
 
 

@@ -19,9 +19,9 @@ import torch
 from rq import get_current_job
 
 from albackend import settings
-from albackend.examples import Example, gold_examples, is_labeled
-from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
-from albackend.lsclient import LabelStudioClient
+from albackend.domain.examples import Example, gold_examples, is_labeled
+from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.adapters.lsclient import LabelStudioClient
 from albackend.models.distil import DistilConfig, distil
 from albackend.models.distil_quality import QualityData, QualityOptions, quality_report
 from albackend.models.registry import META_FILE

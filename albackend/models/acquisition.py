@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.device import pick_device, seed_everything
 from albackend.models.infer import clip_chars, encode, run_model
 from albackend.models.precision import ScoringPrecision
 from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig, fine_tune
 from albackend.settings import scoring_precision_from_env
-from albackend.tagging import align_labels, decode_spans, tag_names
-from albackend.warmstart import warm_start_mismatch
+from albackend.algorithms.tagging import align_labels, decode_spans, tag_names
+from albackend.algorithms.warmstart import warm_start_mismatch
 
 log = logging.getLogger(__name__)
 META_FILE = "albackend.json"

@@ -19,7 +19,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from albackend.models.device import autocast
-from albackend.warmstart import warm_steps
+from albackend.algorithms.warmstart import warm_steps
 
 log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
