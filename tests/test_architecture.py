@@ -151,6 +151,64 @@ def test_pure_algorithms_import_no_torch_http_or_web_stack():
     assert json.loads(proc.stdout) == [], f"{pure} pulled in {proc.stdout.strip()}"
 
 
+# The floor plan (docs/ARCHITECTURE.md): each module's layer, and the layers each may import.
+OUTBOUND_ADAPTERS = {"albackend.adapters.lsclient", "albackend.adapters.redisconn", "albackend.adapters.prommetrics"}
+LAYER_PACKAGES = {"albackend", "albackend.algorithms", "albackend.domain", "albackend.models", "albackend.services",
+                  "albackend.adapters", "plasm"}  # docstring-only package files: no layer of their own
+MAY_IMPORT = {
+    "algorithms": {"algorithms"},
+    "domain": {"domain"},
+    "settings": set(),
+    "models": {"models", "algorithms", "domain", "settings"},
+    # Services call the outbound adapters (LS REST, Redis, Prometheus), which are leaves: they import no service.
+    "services": {"services", "models", "algorithms", "domain", "settings", "outbound"},
+    "outbound": {"settings"},
+    "inbound": {"inbound", "outbound", "services", "models", "algorithms", "domain", "settings"},
+}
+
+
+def _layer(module: str) -> str:
+    if module in OUTBOUND_ADAPTERS:
+        return "outbound"
+    if module == "plasm.__main__" or module.startswith(("albackend.adapters.", "plasm.cli")):
+        return "inbound"  # the HTTP app, the RQ entry points, the plasm command line
+    if module.startswith("plasm."):
+        return "services"  # PLASM: a service with its own successor models (docs/ARCHITECTURE.md says why)
+    for layer in ("algorithms", "domain", "models", "services"):
+        if module.startswith(f"albackend.{layer}."):
+            return layer
+    assert module == "albackend.settings", f"{module} is in no layer: place it in the floor plan"
+    return "settings"
+
+
+def _layering_violations(edges: list[Import]) -> list[str]:
+    return [f"{e.path}:{e.line}: {_layer(e.importer)} module {e.importer} imports {_layer(e.target)} {e.target}"
+            for e in edges if e.importer not in LAYER_PACKAGES and e.target not in LAYER_PACKAGES
+            and _layer(e.target) not in MAY_IMPORT[_layer(e.importer)]]
+
+
+def test_dependencies_point_one_way():
+    """algorithms and domain import nothing above them; models no service or adapter; services no inbound adapter."""
+    edges, _ = _imports()
+    assert edges, "no import found: the scan is broken"
+    assert _layering_violations(edges) == []
+
+
+def test_layer_packages_are_docstrings_only():
+    for module in LAYER_PACKAGES:
+        tree = ast.parse((REPO / module.replace(".", "/") / "__init__.py").read_text(encoding="utf-8"))
+        assert all(isinstance(n, ast.Expr) for n in tree.body), f"{module}/__init__.py must hold a docstring only"
+
+
+def test_the_layering_check_catches_an_upward_import():
+    edges = [Import("albackend.algorithms.strategies", "albackend/algorithms/strategies.py", 3,
+                    "albackend.models.acquisition", False),
+             Import("albackend.services.training", "albackend/services/training.py", 5, "albackend.adapters.app", False),
+             Import("albackend.services.training", "albackend/services/training.py", 6,
+                    "albackend.adapters.lsclient", False)]
+    assert [v.split(":")[1] for v in _layering_violations(edges)] == ["3", "5"]
+
+
 def test_no_import_cycles():
     edges, _ = _imports()
     cycles = [c for c in _cycles(edges) if not {_owner(m) for m in c} <= LIVE_LOOP]
