@@ -16,8 +16,8 @@ Stages of :func:`run_plasm` (names as reported to ``progress`` and in ``report["
     the teacher labels the pool: classification argmax with confidence max P; tagging decoded spans with
     confidence exp(-MNLP) (the geometric mean of the per-word max probabilities; same ranking as 1 - MNLP).
 ``filter``
-    :func:`albackend.algorithms.plasm_filters.plan_filters` (q, mode) splits the 1 - q drop budget; the uncertainty filter drops the
-    least confident pseudo-labels, TracIn the most self-influential ones (of what the uncertainty filter kept).
+    :func:`albackend.algorithms.plasm_filters.plan_filters` (q, mode) splits the 1 - q drop budget; the uncertainty
+    filter drops the least confident pseudo-labels, TracIn the most self-influential ones (of what the uncertainty filter kept).
     TracIn trains a model on gold-train + the remaining pseudo-labels and averages squared per-example gradient
     norms over its last ``tracin_checkpoints`` epoch checkpoints. That model is the successor's encoder when the
     successor is an HF model (the influence is then measured on the model being trained, as in the paper) and the

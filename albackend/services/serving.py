@@ -89,7 +89,8 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
 
 
 def batch_subsample(ids: np.ndarray, unc: np.ndarray, settings: Settings, iteration: int) -> np.ndarray:
-    """Keep mask over a batch's stale tasks: the AL round's UPS plan (`albackend.algorithms.ups.round`) over just these tasks."""
+    """Keep mask over a batch's stale tasks: the AL round's UPS plan (`albackend.algorithms.ups.round`) over just
+    these tasks."""
     n = len(ids)
     view = ScoreCache(ids, unc, np.full(n, -1, np.int32), np.full(n, -1, np.int16), [])
     never_full = UPSConfig(settings.ups_gamma, settings.ups_t, FullPoolSchedule(warmup=()))

@@ -4,8 +4,8 @@ Per iteration ``it`` (0 = the random seed set):
 
 1. train the acquisition model from scratch on the labeled set (timed: ``train_s``);
 2. train every successor of the group from scratch on the same labeled set and evaluate it on the test set;
-3. unless it is the last iteration, score the pool and query: the product's round (:mod:`albackend.algorithms.ups.round`: score
-   cache sync → UPS subsample, or everything on a full-pool iteration → the injected scorer
+3. unless it is the last iteration, score the pool and query: the product's round
+   (:mod:`albackend.algorithms.ups.round`: score cache sync → UPS subsample, or everything on a full-pool iteration → the injected scorer
    (:func:`albackend.services.predictions.uncertainty` of this learner) → cache update), then
    :func:`albackend.algorithms.strategies.select_top_k` (classification, instances) or
    :func:`~albackend.algorithms.strategies.select_by_token_budget` (tagging, words) on the cached scores, stale ones
@@ -89,8 +89,8 @@ class Scorer:
               measure: bool) -> tuple[np.ndarray, dict, np.ndarray | None]:
         """(query pool positions, record fields, fresh full-pool uncertainty by pool position or None).
 
-        The round is the product's (`albackend.algorithms.ups.round`: the backend's `albackend.services.rescoring.rescore_pool` runs the same
-        plan and chunked scoring), with this learner's inference injected; pool positions play task ids."""
+        The round is the product's (`albackend.algorithms.ups.round`: the backend's
+        `albackend.services.rescoring.rescore_pool` runs the same plan and chunked scoring), with this learner's inference injected; pool positions play task ids."""
         n = len(self.ds.pool)
         unlabeled = np.setdiff1d(np.arange(n), labeled)
         t0 = time.perf_counter()

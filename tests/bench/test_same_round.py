@@ -1,6 +1,6 @@
 """The emulation runs the product's AL round: with the same model, seed and pool, the backend's rescoring
-(`albackend.services.rescoring.rescore_pool`) and the emulation's query (`bench.emulation.loop.Scorer`) rescore exactly the
-same tasks on a full-pool iteration and on a UPS iteration."""
+(`albackend.services.rescoring.rescore_pool`) and the emulation's query (`bench.emulation.loop.Scorer`) rescore
+exactly the same tasks on a full-pool iteration and on a UPS iteration."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""Tests for albackend.services.store (versioned model dirs, atomic publish, job records) and albackend.services.predstore."""
+"""Tests for albackend.services.store (versioned model dirs, atomic publish, job records) and
+albackend.services.predstore."""
 
 from __future__ import annotations
 

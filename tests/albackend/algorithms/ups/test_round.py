@@ -1,4 +1,5 @@
-"""The AL round (albackend.algorithms.ups.round): UPS plan, priority order and chunked scoring with an injected scorer."""
+"""The AL round (albackend.algorithms.ups.round): UPS plan, priority order and chunked scoring with an injected
+scorer."""
 from __future__ import annotations
 
 import numpy as np
