@@ -14,7 +14,9 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 from flask import Flask, jsonify, request
@@ -109,10 +111,32 @@ def basic_auth_ok(header: str, user: str, password: str) -> bool:
     return ok
 
 
+@dataclass
+class AppContext:
+    """What every route of one app shares. Route modules reach it as ``current_app.extensions["albackend"]``."""
+
+    settings: Settings
+    store: ModelStore
+    models: Any  # model_class.registry(settings, store): one model instance per project
+    model_class: type
+    timings: Timings = field(default_factory=Timings)
+    started: float = field(default_factory=time.time)
+    _queue: Any = None
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def job_queue(self):
+        with self._queue_lock:  # created lazily: a fork after import must not share an RQ connection or thread
+            if self._queue is None:
+                self._queue = make_queue(self.settings, self.store, partial(training_job, settings=self.settings))
+            return self._queue
+
+
 def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
     """The app for ``model_class`` (the LabelStudioMLBase subclass in model.py, handed in by _wsgi.py so the
     protocol layer never imports upward)."""
     settings = settings or Settings.from_env()
+    if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
+        raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither): an empty one would let anyone in")
     store = ModelStore(settings.model_dir)
     app = Flask("al-backend")
     app.config["JSON_SORT_KEYS"] = False  # Flask < 2.3
@@ -120,19 +144,22 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
         app.json.sort_keys = False  # Flask >= 2.3
     # Werkzeug answers 413 for a larger declared body before reading it, and stops a chunked one at the cap.
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_request_mb * 1024 * 1024)
-    state = {"queue": None, "started": time.time()}
-    queue_lock = threading.Lock()
-    timings = Timings()
-    models = model_class.registry(settings, store)
-    auth_on = bool(settings.basic_auth_user or settings.basic_auth_pass)
-    if auth_on and not (settings.basic_auth_user and settings.basic_auth_pass):
-        raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither): an empty one would let anyone in")
+    ctx = AppContext(settings, store, model_class.registry(settings, store), model_class)
+    app.extensions["albackend"] = ctx
+    install_guards(app, ctx)
+    install_error_handlers(app)
+    register_protocol_routes(app, ctx)
+    register_training_routes(app, ctx)
+    register_operator_routes(app, ctx)
+    if settings.body_read_timeout_s > 0:
+        app.wsgi_app = _bounded_reads(app.wsgi_app, settings.body_read_timeout_s)
+    return app
 
-    def job_queue():
-        with queue_lock:  # created lazily: a fork after import must not share an RQ connection or thread
-            if state["queue"] is None:
-                state["queue"] = make_queue(settings, store, partial(training_job, settings=settings))
-            return state["queue"]
+
+def install_guards(app: Flask, ctx: AppContext) -> None:
+    """Every request: the body size cap, Basic auth when configured, and its reply time (for /status, /metrics)."""
+    settings = ctx.settings
+    auth_on = bool(settings.basic_auth_user)
 
     @app.before_request
     def _auth_and_clock():
@@ -153,9 +180,13 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
         t0 = request.environ.get("al.t0")
         if t0 is not None:
             endpoint, seconds = request.url_rule.rule if request.url_rule else "unmatched", time.perf_counter() - t0
-            timings.add(endpoint, seconds, resp.status_code)
+            ctx.timings.add(endpoint, seconds, resp.status_code)
             prommetrics.observe(endpoint, seconds, resp.status_code)
         return resp
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Every error is a JSON reply: 4xx with its message, 503 + Retry-After without a queue, a logged 500."""
 
     @app.errorhandler(BadRequest)
     def _bad(exc: BadRequest):
@@ -178,11 +209,15 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return jsonify({"error": f"internal error: {type(exc).__name__}"}), 500
 
+
+def register_protocol_routes(app: Flask, ctx: AppContext) -> None:
+    """What Label Studio calls on a model backend: /health, /setup, /predict."""
+
     @app.route("/", methods=["GET"])
     @app.route("/health", methods=["GET"])
     def health():
-        return jsonify({"status": "UP", "model_class": model_class.__name__,
-                        "queue": "rq" if settings.redis_url else "in-process"})
+        return jsonify({"status": "UP", "model_class": ctx.model_class.__name__,
+                        "queue": "rq" if ctx.settings.redis_url else "in-process"})
 
     @app.route("/setup", methods=["POST"])
     def setup():
@@ -192,7 +227,7 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
             spec = parse_label_config(data.get("schema") or data.get("label_config") or "")
         except ConfigError as exc:
             raise BadRequest(f"unsupported label config: {exc}", 422) from None
-        model = models.get(project)
+        model = ctx.models.get(project)
         model.setup(spec, hostname=str(data.get("hostname") or ""), access_token=str(data.get("access_token") or ""))
         return jsonify({"model_version": model.model_version})
 
@@ -206,8 +241,12 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
             return jsonify({"results": []})
         project = _project_from(data) if data.get("project") is not None else _project_from(
             {"task": tasks[0] if isinstance(tasks[0], dict) else {}})
-        results = models.get(project).predict(tasks)
+        results = ctx.models.get(project).predict(tasks)
         return jsonify({"results": results})
+
+
+def register_training_routes(app: Flask, ctx: AppContext) -> None:
+    """Retraining: LS's webhooks (/webhook), the legacy /train, and the model versions LS lists (/versions)."""
 
     @app.route("/webhook", methods=["POST"])
     def webhook():
@@ -218,28 +257,32 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
         if action not in TRAIN_ACTIONS:
             return jsonify({"status": "ignored", "action": action}), 200
         project = _project_from(data)
-        decision = on_train_action(store, settings, project, data)
+        decision = on_train_action(ctx.store, ctx.settings, project, data)
         if not decision.queue:
             return jsonify({"status": "recorded", "waiting": decision.waiting,
                             "retrain_after": decision.threshold}), 200
-        job_id, queued = job_queue().submit(project, action)
+        job_id, queued = ctx.job_queue().submit(project, action)
         prommetrics.JOBS.labels("queued" if queued else "coalesced").inc()
         return jsonify({"status": "queued" if queued else "already queued", "job_id": job_id}), 201
 
     @app.route("/train", methods=["POST"])
     def train():  # label-studio-ml's legacy route: same semantics as START_TRAINING
         data = _json_body()
-        job_id, queued = job_queue().submit(_project_from(data), "train")
+        job_id, queued = ctx.job_queue().submit(_project_from(data), "train")
         return jsonify({"status": "queued" if queued else "already queued", "job_id": job_id}), 201
 
     @app.route("/versions", methods=["GET"])
     def versions():
         project = request.args.get("project")
         try:
-            projects = [project_key(project)] if project else store.all_projects()
+            projects = [project_key(project)] if project else ctx.store.all_projects()
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        return jsonify({"versions": [v for p in projects for v in store.versions(p)]})
+        return jsonify({"versions": [v for p in projects for v in ctx.store.versions(p)]})
+
+
+def register_operator_routes(app: Flask, ctx: AppContext) -> None:
+    """For operators: /projects/<id>/status, /status (JSON) and /metrics (Prometheus)."""
 
     @app.route("/projects/<project>/status", methods=["GET"])
     def status(project: str):
@@ -247,7 +290,7 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
             project = project_key(project)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        return jsonify(project_status(store, project, job_queue()))
+        return jsonify(project_status(ctx.store, project, ctx.job_queue()))
 
     @app.route("/metrics", methods=["GET"])
     def metrics():  # Prometheus text format, summed over all gunicorn workers
@@ -256,15 +299,11 @@ def create_app(settings: Settings | None = None, *, model_class: type) -> Flask:
 
     @app.route("/status", methods=["GET"])
     def status_all():  # the JSON view: this worker's latency percentiles and responses, every project's jobs
-        q = job_queue()
+        q = ctx.job_queue()
         return jsonify({
-            "uptime_s": round(time.time() - state["started"], 1), **timings.summary(),
-            "projects": {p: project_status(store, p, q, jobs_limit=3) for p in store.all_projects()},
+            "uptime_s": round(time.time() - ctx.started, 1), **ctx.timings.summary(),
+            "projects": {p: project_status(ctx.store, p, q, jobs_limit=3) for p in ctx.store.all_projects()},
         })
-
-    if settings.body_read_timeout_s > 0:
-        app.wsgi_app = _bounded_reads(app.wsgi_app, settings.body_read_timeout_s)
-    return app
 
 
 def _bounded_reads(wsgi_app, seconds: float):
