@@ -274,3 +274,22 @@ def test_every_environment_variable_is_in_the_readme_table(name):
 def test_readme_table_lists_no_unknown_variable():
     rows = re.findall(r"^\| `([A-Z0-9_]+)` \| `[^`]*` \|", (REPO / "README.md").read_text(), re.M)
     assert sorted(set(rows) - set(ENV_VARS)) == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions of the product packages longer than ``limit`` lines, from ``def`` to the last line."""
+    return [f"{path}:{node.lineno}: {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path, tree in _sources() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_no_function_over_sixty_lines_in_the_product():
+    """A function a reader cannot take in at once is split by what it does (bench drivers may stay longer)."""
+    assert _long_functions() == []
+
+
+def test_the_length_check_measures_functions():
+    assert any(": create_app (" in row for row in _long_functions(limit=10))

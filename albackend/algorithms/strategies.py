@@ -145,15 +145,8 @@ class MahalanobisFit:
     jitter: float = 0.0
 
 
-def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray) -> MahalanobisFit:
-    """Fit centroids and the shared precision matrix from labeled embeddings.
-
-    Few labeled examples in a high-dimensional space give a singular covariance
-    (D > N, duplicates), so diagonal jitter is added - starting tiny relative to
-    the average variance and growing x10 - until Cholesky succeeds.  Everything
-    runs in float64 because the inverse of a near-singular matrix amplifies
-    rounding error.
-    """
+def _fit_inputs(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) finite float64 embeddings and (N,) int64 labels, or a ValueError saying what is wrong."""
     x = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels)
     if x.ndim != 2:
@@ -173,7 +166,34 @@ def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray) -> MahalanobisFi
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.equal(np.mod(y, 1), 0)):
             raise ValueError("labels must be integer class ids")
-    y = y.astype(np.int64)
+    return x, y.astype(np.int64)
+
+
+def _jittered_cholesky(cov: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """Cholesky factor of cov + jitter I, the jitter starting at 1e-10 * scale and growing x10 until it succeeds."""
+    jitter = 0.0
+    eye = np.eye(cov.shape[0])
+    for step in range(_MAX_JITTER_STEPS + 1):
+        try:
+            chol = np.linalg.cholesky(cov + jitter * eye)
+            break
+        except np.linalg.LinAlgError:
+            jitter = 1e-10 * scale if step == 0 else jitter * 10.0
+    else:  # pragma: no cover - jitter reaches ~1e30 * scale first
+        raise ValueError("could not make the covariance positive definite")
+    return chol, jitter
+
+
+def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray) -> MahalanobisFit:
+    """Fit centroids and the shared precision matrix from labeled embeddings.
+
+    Few labeled examples in a high-dimensional space give a singular covariance
+    (D > N, duplicates), so diagonal jitter is added - starting tiny relative to
+    the average variance and growing x10 - until Cholesky succeeds.  Everything
+    runs in float64 because the inverse of a near-singular matrix amplifies
+    rounding error.
+    """
+    x, y = _fit_inputs(embeddings, labels)
 
     # Only classes that actually occur get a centroid: an empty class has no mean.
     classes, inverse = np.unique(y, return_inverse=True)
@@ -190,19 +210,9 @@ def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray) -> MahalanobisFi
     scale = float(np.trace(cov)) / d
     if not np.isfinite(scale) or scale <= 0.0:
         scale = 1.0  # all residuals zero (e.g. one example per class): any isotropic scale
-    jitter = 0.0
-    eye = np.eye(d)
-    for step in range(_MAX_JITTER_STEPS + 1):
-        try:
-            chol = np.linalg.cholesky(cov + jitter * eye)
-            break
-        except np.linalg.LinAlgError:
-            jitter = 1e-10 * scale if step == 0 else jitter * 10.0
-    else:  # pragma: no cover - jitter reaches ~1e30 * scale first
-        raise ValueError("could not make the covariance positive definite")
-
+    chol, jitter = _jittered_cholesky(cov, scale)
     # inverse via the Cholesky factor: P = L^-T L^-1, symmetric by construction
-    l_inv = np.linalg.solve(chol, eye)
+    l_inv = np.linalg.solve(chol, np.eye(d))
     precision = l_inv.T @ l_inv
     precision = (precision + precision.T) / 2.0
     return MahalanobisFit(

@@ -47,6 +47,12 @@ class TaskSpec:
 
 def parse_label_config(xml: str) -> TaskSpec:
     """Find the one supported control (Choices or Labels) that targets a Text object."""
+    texts, controls = _scan(_parse_xml(xml))
+    ctl, target = _the_control(texts, controls)
+    return _spec_of(ctl, target, texts[target])
+
+
+def _parse_xml(xml: str) -> ET.Element:
     if not isinstance(xml, str) or not xml.strip():
         raise ConfigError("label config is empty")
     try:
@@ -54,10 +60,13 @@ def parse_label_config(xml: str) -> TaskSpec:
     except UnicodeEncodeError as exc:
         raise ConfigError(f"label config is not valid Unicode (lone surrogate at character {exc.start})") from None
     try:
-        root = ET.fromstring(data)
+        return ET.fromstring(data)
     except ET.ParseError as exc:
         raise ConfigError(f"label config is not valid XML: {exc}") from exc
 
+
+def _scan(root: ET.Element) -> tuple[dict[str, str], list[ET.Element]]:
+    """(Text object name -> task field, every Choices/Labels control); no Text object at all is refused."""
     texts: dict[str, str] = {}
     others: list[str] = []
     controls: list[ET.Element] = []
@@ -72,11 +81,14 @@ def parse_label_config(xml: str) -> TaskSpec:
             others.append(el.tag)
         elif tag in _CONTROL_KINDS:
             controls.append(el)
-
     if not texts:
         found = f" (found {', '.join(sorted(set(others)))})" if others else ""
         raise ConfigError(f"label config has no <Text> object: this backend labels text only{found}")
+    return texts, controls
 
+
+def _the_control(texts: dict[str, str], controls: list[ET.Element]) -> tuple[ET.Element, str]:
+    """The one control bound to exactly one Text object: one model per project needs one clear target."""
     candidates = []
     for ctl in controls:
         to_names = [n.strip() for n in (ctl.get("toName") or ctl.get("toname") or "").split(",") if n.strip()]
@@ -87,7 +99,6 @@ def parse_label_config(xml: str) -> TaskSpec:
             raise ConfigError(f"<{ctl.tag} name={ctl.get('name')!r}> targets several text fields {targets}: "
                               "the backend needs one clear target")
         candidates.append((ctl, targets[0]))
-
     if not candidates:
         if len(texts) > 1:
             raise ConfigError(f"several text fields {sorted(texts)} and no <Choices>/<Labels> bound to one of them")
@@ -95,8 +106,10 @@ def parse_label_config(xml: str) -> TaskSpec:
     if len(candidates) > 1:
         names = [c.get("name") for c, _ in candidates]
         raise ConfigError(f"several controls {names}: this backend trains one model per project, keep one control")
+    return candidates[0]
 
-    ctl, target = candidates[0]
+
+def _spec_of(ctl: ET.Element, target: str, value_key: str) -> TaskSpec:
     name = ctl.get("name")
     if not name:
         raise ConfigError(f"<{ctl.tag}> has no name attribute")
@@ -112,5 +125,5 @@ def parse_label_config(xml: str) -> TaskSpec:
         raise ConfigError(f"<{ctl.tag} name={name!r}> needs at least {2 if kind == 'classification' else 1} "
                           f"label values, found {len(labels)}")
     multiple = kind == "classification" and (ctl.get("choice") or "").lower() == "multiple"
-    return TaskSpec(kind=kind, from_name=name, to_name=target, value_key=texts[target],
+    return TaskSpec(kind=kind, from_name=name, to_name=target, value_key=value_key,
                     labels=tuple(labels), multi_label=multiple)
