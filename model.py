@@ -71,7 +71,7 @@ class ModelRegistry:
 
     def __init__(self, cls: type[ActiveLearningModel], settings: Settings, store: ModelStore):
         self.cls, self.settings, self.store = cls, settings, store
-        self.cache = ModelCache(store, settings.device)
+        self.cache = ModelCache(store, settings.device, settings.scoring_precision)
         self._models: dict[str, ActiveLearningModel] = {}
         self._lock = threading.Lock()
 

@@ -71,11 +71,6 @@ def parse_scoring_precision(value: str) -> str:
     return norm
 
 
-def scoring_precision_from_env() -> str:
-    """SCORING_PRECISION alone: models read it at create/load so that every caller scores the same way."""
-    return parse_scoring_precision(env("SCORING_PRECISION"))
-
-
 def env(name: str) -> str:
     """One variable of ENV_VARS (its default when unset); a KeyError for a name that is not listed there."""
     return os.environ.get(name, ENV_VARS[name][0])
@@ -190,7 +185,7 @@ class Settings:
             scratch_every=_non_negative("SCRATCH_EVERY", int(num("SCRATCH_EVERY", int))),
             max_length=int(num("MAX_LENGTH", int)),
             infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
-            scoring_precision=scoring_precision_from_env(),
+            scoring_precision=parse_scoring_precision(env("SCORING_PRECISION")),
             max_text_chars=int(num("MAX_TEXT_CHARS", int)),
             ups_enabled=_bool(env("UPS_ENABLED")),
             ups_gamma=float(num("UPS_GAMMA", float)),

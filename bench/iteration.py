@@ -46,7 +46,8 @@ from albackend.models.runtime import configure_runtime  # noqa: E402
 
 def train(name: str, spec, rows, settings: Settings, device) -> tuple[AcquisitionModel, dict]:
     t0 = time.perf_counter()
-    model = AcquisitionModel.create(name, spec, device=device, max_length=settings.max_length, seed=settings.seed)
+    model = AcquisitionModel.create(name, spec, device=device, max_length=settings.max_length, seed=settings.seed,
+                                    scoring_precision=settings.scoring_precision)
     create_s = time.perf_counter() - t0
     st = model.fit(bc.examples(rows), train_config(settings, spec))
     total = time.perf_counter() - t0

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 class ModelCache:
     """One loaded model per project per process; a publish elsewhere is noticed via CURRENT."""
 
-    def __init__(self, store: ModelStore, device: str):
-        self.store, self.device = store, device
+    def __init__(self, store: ModelStore, device: str, scoring_precision: str = "auto"):
+        self.store, self.device, self.scoring_precision = store, device, scoring_precision
         self._models: dict[str, tuple[str, AcquisitionModel, object]] = {}
         self._lock = threading.Lock()
 
@@ -44,7 +44,7 @@ class ModelCache:
             cached = self._models.get(project)
             if cached and cached[0] == info["model_version"]:
                 return cached
-            model = AcquisitionModel.load(info["path"], device=self.device)
+            model = AcquisitionModel.load(info["path"], device=self.device, scoring_precision=self.scoring_precision)
             entry = (info["model_version"], model, load_mahalanobis(Path(info["path"])))
             self._models[project] = entry
             log.info("project %s: loaded model %s", project, info["model_version"])

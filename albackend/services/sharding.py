@@ -150,7 +150,7 @@ def shard_job(project: str, version: str, round_id: str) -> dict:
     if not redis.llen(_keys(round_id)[0]):
         return {"shards": 0}
     path = store.project_dir(project) / "versions" / version
-    model = AcquisitionModel.load(path, device=settings.device)
+    model = AcquisitionModel.load(path, device=settings.device, scoring_precision=settings.scoring_precision)
     fit = load_mahalanobis(path)
     tasks = TaskStore(store.project_dir(project))
     strategy = model.meta.get("strategy", "least_confident")

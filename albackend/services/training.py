@@ -96,7 +96,8 @@ def train_and_publish(settings: Settings, store: ModelStore, project: str, spec:
     mode = retrain_mode(iteration, settings.scratch_every, enabled=settings.warm_start, has_previous=bool(current))
     model = AcquisitionModel.create(settings.acquisition_model, spec, device=settings.device,
                                     max_length=settings.max_length, seed=settings.seed,
-                                    init_from=current["path"] if mode == "warm" else None)
+                                    init_from=current["path"] if mode == "warm" else None,
+                                    scoring_precision=settings.scoring_precision)
     config = train_config(settings, spec)
     if model.warm_started:
         config = warm_train_config(config, len(examples), settings.warm_start_steps_fraction)

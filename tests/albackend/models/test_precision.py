@@ -14,7 +14,7 @@ from albackend.domain.labelconfig import TaskSpec
 from albackend.models import precision as prec
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.train import TrainConfig
-from albackend.settings import ENV_VARS, Settings, parse_scoring_precision, scoring_precision_from_env
+from albackend.settings import ENV_VARS, Settings, parse_scoring_precision
 
 CLS = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"))
 MULTI = TaskSpec("classification", "label", "text", "text", ("sports", "politics", "tech"), multi_label=True)
@@ -63,21 +63,25 @@ def test_setting_from_env(monkeypatch):
     monkeypatch.delenv("SCORING_PRECISION", raising=False)
     assert Settings.from_env().scoring_precision == "auto"
     monkeypatch.setenv("SCORING_PRECISION", "Int8")
-    assert Settings.from_env().scoring_precision == "int8" == scoring_precision_from_env()
+    assert Settings.from_env().scoring_precision == "int8"
     monkeypatch.setenv("SCORING_PRECISION", "int4")
     with pytest.raises(ValueError, match="SCORING_PRECISION='int4'"):
         Settings.from_env()
 
 
-def test_models_take_the_setting_at_create_and_load(tiny, tmp_path, monkeypatch):
-    monkeypatch.setenv("SCORING_PRECISION", "int8")
-    model = AcquisitionModel.create(tiny, CLS, device="cpu", max_length=32)
+def test_models_take_the_precision_their_caller_passes_and_read_no_environment(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCORING_PRECISION", "fp32")  # ignored by the model: the service passes the setting
+    model = AcquisitionModel.create(tiny, CLS, device="cpu", max_length=32, scoring_precision="int8")
     assert model.scoring_precision == "int8"
     assert model.predict(TEXTS[:3]).precision == "int8"
     model.save(tmp_path / "m")
-    monkeypatch.setenv("SCORING_PRECISION", "fp32")
-    loaded = AcquisitionModel.load(tmp_path / "m", device="cpu")
+    monkeypatch.setenv("SCORING_PRECISION", "int8")
+    assert AcquisitionModel.load(tmp_path / "m", device="cpu").scoring_precision == "auto"
+    loaded = AcquisitionModel.load(tmp_path / "m", device="cpu", scoring_precision="fp32")
     assert loaded.scoring_precision == "fp32" and loaded.predict(TEXTS[:3]).precision == "fp32"
+    warm = AcquisitionModel.create(tiny, CLS, device="cpu", max_length=32, init_from=tmp_path / "m",
+                                   scoring_precision="int8")
+    assert warm.warm_started and warm.scoring_precision == "int8"
 
 
 # ------------------------------------------------------------------------------------ auto selection

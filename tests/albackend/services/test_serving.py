@@ -84,3 +84,12 @@ def test_ups_off_scores_everything(setup):
     settings = dataclasses.replace(settings, ups_enabled=False)
     _, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks, "fallback")
     assert stats["scored"] == 300 and stats["stale"] == 0
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_the_model_cache_loads_at_the_precision_it_is_given(setup, precision):
+    """The setting is read once (Settings) and handed down; the loaded model does not consult the environment."""
+    _, store, infos, _ = setup
+    version, model, _ = ModelCache(store, "cpu", precision).get("4")
+    assert version == infos[1]["model_version"] and model.scoring_precision == precision
+    assert model.predict(texts(2)).precision == precision
