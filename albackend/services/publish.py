@@ -20,6 +20,11 @@ from albackend.settings import Settings
 
 log = logging.getLogger(__name__)
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+# Label Studio 1.23's feature flag for its batched prediction import. Off by default: every import request then
+# recounts annotations and predictions of *every* task in the project (bench/ls_push.py: 17.8 s per request of 256
+# predictions in a 17k-task project holding one earlier version, 0.5 s with the flag), which is most of the time
+# from Start Training to the first re-ranked task. LS reads it from its environment (`<flag>=true`).
+LS_BATCHED_IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 
 
 class Publisher:
@@ -31,6 +36,7 @@ class Publisher:
     """
 
     MAX_PENDING = 2
+    SLOW_REQUEST_S = 5.0  # an import request slower than this: LS is recounting the whole project
 
     def __init__(self, client: LabelStudioClient, project: str, version: str, settings: Settings,
                  project_info: dict, progress: Callable[[dict], None] = lambda figures: None):
@@ -48,6 +54,7 @@ class Publisher:
         self._raise_error()
         if self.current_after_s is None:
             self._push(payloads)
+            self._hint_if_slow(len(payloads))
             if self.pushed:
                 self.make_current()
             self._report(done, total)
@@ -73,6 +80,14 @@ class Publisher:
         t = time.perf_counter()
         self.pushed += self.client.import_predictions(self.project, payloads, chunk=self.settings.push_batch)
         self.push_s += time.perf_counter() - t
+
+    def _hint_if_slow(self, n: int) -> None:
+        """Name the Label Studio setting when its per-request import cost (not ours) dominates the first publish."""
+        per_request = self.push_s / max(1, -(-n // self.settings.push_batch))
+        if per_request > self.SLOW_REQUEST_S:
+            log.warning("project %s: Label Studio took %.1f s per prediction import request; it recounts every task "
+                        "of the project on each one unless started with %s=true in its environment (see the "
+                        "README, 'Label Studio at real size')", self.project, per_request, LS_BATCHED_IMPORT_FLAG)
 
     def _report(self, done: int, total: int) -> None:
         self.progress({"scored": done, "to_score": total, "pushed": self.pushed,

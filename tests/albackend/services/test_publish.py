@@ -1,6 +1,9 @@
 """Which model versions the backend prunes from Label Studio, and the retrain policy."""
 from __future__ import annotations
 
+import logging
+import time
+
 from albackend.services.publish import own_version_key, superseded_versions
 from albackend.services.retrain import decide
 from albackend.services.tasksync import changed_task_ids, consistent
@@ -50,9 +53,9 @@ class PredictionsLS(_Server):
     """A stand-in Label Studio over real HTTP: stores imported predictions, refuses the ``fail_on``-th import;
     lists two versions and refuses to delete them (a delete that outlives the client's patience)."""
 
-    def __init__(self, fail_on: int | None = None):
+    def __init__(self, fail_on: int | None = None, import_delay: float = 0.0):
         super().__init__()
-        self.fail_on, self.imports, self.patches = fail_on, [], []
+        self.fail_on, self.imports, self.patches, self.import_delay = fail_on, [], [], import_delay
         self.start()
 
     def handle(self, h, rec):
@@ -65,6 +68,7 @@ class PredictionsLS(_Server):
             return h.reply({"id": 1})
         if self.fail_on is not None and len(self.imports) + 1 == self.fail_on:
             return h.reply({"detail": "task not found"}, 400)
+        time.sleep(self.import_delay)
         self.imports.append(rec["body"])
         return h.reply({"created": len(rec["body"])}, 201)
 
@@ -120,3 +124,24 @@ def test_a_failed_prune_is_left_for_the_next_retrain():
     deleted, error = prune_versions(LabelStudioClient(ls.url, "token"), "1", "al-1-it2-c", keep=0)
     assert deleted == {} and "400" in error
     ls.stop()
+
+
+def test_a_slow_label_studio_import_names_the_setting_that_fixes_it(caplog, monkeypatch):
+    from albackend.services.publish import LS_BATCHED_IMPORT_FLAG, Publisher
+
+    monkeypatch.setattr(Publisher, "SLOW_REQUEST_S", 0.05)
+    ls = PredictionsLS(import_delay=0.1)
+    with caplog.at_level(logging.WARNING, logger="albackend.services.publish"):
+        pub = _publisher(ls)
+        pub(chunk(0, 2), 2, 2)
+        pub.finish()
+    assert any(LS_BATCHED_IMPORT_FLAG in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    fast = PredictionsLS()
+    with caplog.at_level(logging.WARNING, logger="albackend.services.publish"):
+        pub = _publisher(fast)
+        pub(chunk(0, 2), 2, 2)
+        pub.finish()
+    assert not any(LS_BATCHED_IMPORT_FLAG in r.getMessage() for r in caplog.records)
+    ls.stop()
+    fast.stop()
