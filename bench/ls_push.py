@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchcommon as bc  # noqa: E402  (also puts the repo root on sys.path)
 
-from albackend.lsclient import LabelStudioClient  # noqa: E402
+from albackend.adapters.lsclient import LabelStudioClient  # noqa: E402
 from tests.support import services  # noqa: E402
 from tests.support.lsapi import LSClient  # noqa: E402
 

@@ -319,7 +319,7 @@ def start_redis(tmpdir: Path | str, port: int | None = None, timeout: float = 20
 
 
 # --------------------------------------------------------------------------------------------- rq worker
-PRELOADED_WORKER = "albackend.rqworker.PreloadedWorker"
+PRELOADED_WORKER = "albackend.adapters.rqworker.PreloadedWorker"
 
 
 def start_rq_worker(redis_url: str, env: Mapping[str, str] | None = None, queue: str = "albackend", *,
@@ -328,7 +328,7 @@ def start_rq_worker(redis_url: str, env: Mapping[str, str] | None = None, queue:
                     timeout: float = 120.0) -> Service:
     """``python -m rq.cli worker -u URL QUEUE`` from ``workdir`` with ``backend_env(env)``.
 
-    The worker class defaults to the product's (`albackend.rqworker`: forks per job, job functions preloaded);
+    The worker class defaults to the product's (`albackend.adapters.rqworker`: forks per job, job functions preloaded);
     ``worker_class="rq.worker.SimpleWorker"`` runs jobs in the worker process itself (no fork per job).
     Returns once the worker logs that it listens on the queue.
     """
