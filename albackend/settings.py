@@ -22,7 +22,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TRAIN_MIN_STEPS": ("60", "Minimum number of gradient steps, so tiny seed sets still train (the paper uses 1000 on GPU)."),
     "TRAIN_MAX_STEPS": ("0", "Upper bound on gradient steps (0 = none): caps a retrain's time on large label sets."),
     "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
-    "TRAIN_LR": ("0", "Encoder learning rate; 0 = 5e-5 for tagging, 1e-4 for classification with small models."),
+    "TRAIN_LR": ("0", "Encoder learning rate; 0 = the recipe's default, 1e-4 for both task kinds (albackend/models/train.py says why)."),
     "TRAIN_HEAD_LR": ("0", "Learning rate of the freshly initialised head; 0 = 3e-3 for tagging (a tiny label set does not collapse to all-O), the encoder's for classification."),
     "WARM_START": ("false", "Retrain by fine-tuning the previous model version on all gold labels (fewer steps) instead of from scratch."),
     "WARM_START_STEPS_FRACTION": ("0.5", "Warm start: fraction of a from-scratch retrain's gradient steps, in (0, 1]."),
@@ -78,11 +78,6 @@ def parse_scoring_precision(value: str) -> str:
     return norm
 
 
-def scoring_precision_from_env() -> str:
-    """SCORING_PRECISION alone: models read it at create/load so that every caller scores the same way."""
-    return parse_scoring_precision(env("SCORING_PRECISION"))
-
-
 def env(name: str) -> str:
     """One variable of ENV_VARS (its default when unset); a KeyError for a name that is not listed there."""
     return os.environ.get(name, ENV_VARS[name][0])
@@ -117,6 +112,25 @@ def _non_negative(name: str, value: int) -> int:
     if value < 0:
         raise ValueError(f"environment variable {name}={value!r} must be >= 0")
     return value
+
+
+def _num(name: str, kind: type) -> int | float:
+    """A numeric variable, or a ValueError naming it."""
+    raw = env(name)
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+def _stopping_fields() -> dict:
+    """The prequential window, the stop set and the stopping criteria's thresholds, and the LS summary switch."""
+    return dict(quality_window=max(1, int(_num("QUALITY_WINDOW", int))),
+                stop_sample_size=_non_negative("STOP_SAMPLE_SIZE", int(_num("STOP_SAMPLE_SIZE", int))),
+                stop_kappa=_fraction("STOP_KAPPA", float(_num("STOP_KAPPA", float))),
+                stop_window=max(1, int(_num("STOP_WINDOW", int))),
+                stop_uncertainty=_fraction("STOP_UNCERTAINTY", float(_num("STOP_UNCERTAINTY", float))),
+                stop_min_gain=float(_num("STOP_MIN_GAIN", float)), ls_summary=_bool(env("LS_SUMMARY")))
 
 
 @dataclass(frozen=True)
@@ -177,13 +191,6 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """Read every variable, failing fast with the variable's name on a malformed number."""
-        def num(name: str, kind: type) -> int | float:
-            raw = env(name)
-            try:
-                return kind(raw)
-            except ValueError as exc:
-                raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
-
         return cls(
             model_dir=Path(env("MODEL_DIR")).expanduser().resolve(),
             acquisition_model=env("ACQUISITION_MODEL"),
@@ -192,48 +199,42 @@ class Settings:
             rq_queue=env("RQ_QUEUE"),
             label_studio_url=env("LABEL_STUDIO_URL").rstrip("/"),
             label_studio_api_key=env("LABEL_STUDIO_API_KEY"),
-            train_epochs=int(num("TRAIN_EPOCHS", int)),
-            train_min_steps=int(num("TRAIN_MIN_STEPS", int)),
-            train_max_steps=int(num("TRAIN_MAX_STEPS", int)),
-            train_batch_size=int(num("TRAIN_BATCH_SIZE", int)),
-            train_lr=float(num("TRAIN_LR", float)),
-            train_head_lr=float(num("TRAIN_HEAD_LR", float)),
+            train_epochs=int(_num("TRAIN_EPOCHS", int)),
+            train_min_steps=int(_num("TRAIN_MIN_STEPS", int)),
+            train_max_steps=int(_num("TRAIN_MAX_STEPS", int)),
+            train_batch_size=int(_num("TRAIN_BATCH_SIZE", int)),
+            train_lr=float(_num("TRAIN_LR", float)),
+            train_head_lr=float(_num("TRAIN_HEAD_LR", float)),
             warm_start=_bool(env("WARM_START")),
             warm_start_steps_fraction=_fraction("WARM_START_STEPS_FRACTION",
-                                                float(num("WARM_START_STEPS_FRACTION", float))),
-            scratch_every=_non_negative("SCRATCH_EVERY", int(num("SCRATCH_EVERY", int))),
-            max_length=int(num("MAX_LENGTH", int)),
-            infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
-            scoring_precision=scoring_precision_from_env(),
-            max_text_chars=int(num("MAX_TEXT_CHARS", int)),
+                                                float(_num("WARM_START_STEPS_FRACTION", float))),
+            scratch_every=_non_negative("SCRATCH_EVERY", int(_num("SCRATCH_EVERY", int))),
+            max_length=int(_num("MAX_LENGTH", int)),
+            infer_batch_size=int(_num("INFER_BATCH_SIZE", int)),
+            scoring_precision=parse_scoring_precision(env("SCORING_PRECISION")),
+            max_text_chars=int(_num("MAX_TEXT_CHARS", int)),
             ups_enabled=_bool(env("UPS_ENABLED")),
-            ups_gamma=float(num("UPS_GAMMA", float)),
-            ups_t=float(num("UPS_T", float)),
+            ups_gamma=float(_num("UPS_GAMMA", float)),
+            ups_t=float(_num("UPS_T", float)),
             ups_full_iterations=env("UPS_FULL_ITERATIONS"),
-            ups_full_every=int(num("UPS_FULL_EVERY", int)),
-            predict_ups_min_tasks=int(num("PREDICT_UPS_MIN_TASKS", int)),
+            ups_full_every=int(_num("UPS_FULL_EVERY", int)),
+            predict_ups_min_tasks=int(_num("PREDICT_UPS_MIN_TASKS", int)),
             push_predictions=_bool(env("PUSH_PREDICTIONS")),
-            publish_first_chunk=max(1, int(num("PUBLISH_FIRST_CHUNK", int))),
-            publish_chunk=max(1, int(num("PUBLISH_CHUNK", int))),
-            score_shard_size=max(0, int(num("SCORE_SHARD_SIZE", int))),
-            push_batch=max(1, int(num("PUSH_BATCH", int))),
-            keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
-            retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
+            publish_first_chunk=max(1, int(_num("PUBLISH_FIRST_CHUNK", int))),
+            publish_chunk=max(1, int(_num("PUBLISH_CHUNK", int))),
+            score_shard_size=max(0, int(_num("SCORE_SHARD_SIZE", int))),
+            push_batch=max(1, int(_num("PUSH_BATCH", int))),
+            keep_prediction_versions=max(0, int(_num("KEEP_PREDICTION_VERSIONS", int))),
+            retrain_every=max(1, int(_num("RETRAIN_EVERY", int))),
             set_sampling=_bool(env("SET_SAMPLING")),
-            quality_window=max(1, int(num("QUALITY_WINDOW", int))),
-            stop_sample_size=_non_negative("STOP_SAMPLE_SIZE", int(num("STOP_SAMPLE_SIZE", int))),
-            stop_kappa=_fraction("STOP_KAPPA", float(num("STOP_KAPPA", float))),
-            stop_window=max(1, int(num("STOP_WINDOW", int))),
-            stop_uncertainty=_fraction("STOP_UNCERTAINTY", float(num("STOP_UNCERTAINTY", float))),
-            stop_min_gain=float(num("STOP_MIN_GAIN", float)),
-            ls_summary=_bool(env("LS_SUMMARY")),
-            max_request_mb=float(num("MAX_REQUEST_MB", float)),
-            body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
-            redis_timeout=float(num("REDIS_TIMEOUT", float)),
-            job_history=int(num("JOB_HISTORY", int)),
+            **_stopping_fields(),
+            max_request_mb=float(_num("MAX_REQUEST_MB", float)),
+            body_read_timeout_s=float(_num("BODY_READ_TIMEOUT_S", float)),
+            redis_timeout=float(_num("REDIS_TIMEOUT", float)),
+            job_history=int(_num("JOB_HISTORY", int)),
             basic_auth_user=env("BASIC_AUTH_USER"),
             basic_auth_pass=env("BASIC_AUTH_PASS"),
-            seed=int(num("SEED", int)),
+            seed=int(_num("SEED", int)),
             log_level=env("LOG_LEVEL").upper(),
             device=env("DEVICE"),
         )

@@ -10,7 +10,7 @@ Classification: accuracy (the predicted label set equals the annotated one) and 
 in either. NER: strict span precision / recall / F1 (a predicted span counts only with the annotated start, end
 and label), micro-averaged over the annotated tasks, plus the share of tasks whose spans all match.
 
-Pure numpy: the backend (`albackend.quality`) and the emulation (`bench/emulation/loop.py`) call the same code.
+Pure numpy: the backend (`albackend.services.quality`) and the emulation (`bench/emulation/loop.py`) call the same code.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@
 
 `recommend` combines the three independent signals (stabilizing predictions, overall uncertainty, plateau):
 none met -> continue, one -> consider stopping, two or more -> stop, with the reason and the figures.
-The backend (`albackend.stopset`) and the emulation (`bench/emulation/loop.py`) call the same functions.
+The backend (`albackend.services.stopset`) and the emulation (`bench/emulation/loop.py`) call the same functions.
 """
 from __future__ import annotations
 
