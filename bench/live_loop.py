@@ -15,6 +15,8 @@ Per iteration it reports:
     .venv/bin/python bench/live_loop.py --pool 17321 --iterations 6
     .venv/bin/python bench/live_loop.py --pool 100000 --model splade-tiny --iterations 4
     .venv/bin/python bench/live_loop.py --pool 400 --seed-labels 40 --per-iteration 5 --iterations 3  # smoke
+    .venv/bin/python bench/live_loop.py --pool 1000 --model splade-tiny --seed-labels 40 --per-iteration 30 \
+        --iterations 6 --env KEEP_PREDICTION_VERSIONS=10 --dashboard docs/img/dashboard.png  # the dashboard
 
 Only Start Training triggers retrains here (RETRAIN_EVERY is set above the number of annotations) so each
 iteration is one click. Writes bench/out/live_loop/<name>.json and prints a Markdown table.
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchcommon as bc  # noqa: E402  (also puts the repo root on sys.path)
 import requests  # noqa: E402
 
-from tests.support import services  # noqa: E402
+from tests.support import browser, services  # noqa: E402
 from tests.support.lsapi import LSClient  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "live_loop"
@@ -148,6 +150,18 @@ def one_iteration(ls: LSClient, backend_url: str, pid: int, ml_id: int, known: s
             "versions_in_ls": len(versions), "annotated_after": labeled}
 
 
+def dashboard(backend_url: str, pid: int, png: Path) -> dict:
+    """GET /projects/<pid> timed (first: plots rendered; then cached), and a Chromium screenshot of it."""
+    url = f"{backend_url}/projects/{pid}"
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        requests.get(url, timeout=60).raise_for_status()
+        times.append(round((time.perf_counter() - t) * 1000, 1))
+    browser.screenshot(url, png, width=1200, height=2300)
+    return {"page_ms": times, "screenshot": str(png)}
+
+
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="live-loop-"))
     tasks, labels = pool_tasks(args.pool, args.seed, args.pool_csv)
@@ -180,9 +194,11 @@ def run(args: argparse.Namespace) -> dict:
             print(f"[live_loop] {row}", flush=True)
         peak = rss.stop()
         sampling = ls.get_project(pid).get("sampling")
+        shown = dashboard(backend.url, pid, Path(args.dashboard)) if args.dashboard else None
         return {"machine": bc.machine_info(), "args": vars(args), "pool": len(ids), "import_s": round(import_s, 1),
                 "iterations": rows, "peak_rss_mb": peak, "project_sampling_after": sampling,
-                "ls_boot_s": ls_svc.meta.get("boot_seconds"), "load_after": os.getloadavg()}
+                "ls_boot_s": ls_svc.meta.get("boot_seconds"), "load_after": os.getloadavg(), "dashboard": shown,
+                "ml_backend_title": ls.list_ml(pid)[0]["title"]}
     finally:
         if backend is not None:
             backend.stop()
@@ -221,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=None)
     p.add_argument("--pool-csv", default=None, help="text,label,label_name CSV (default: the shared AG News pool)")
     p.add_argument("--out", default=None, help="JSON path (default bench/out/live_loop/<name>.json)")
+    p.add_argument("--dashboard", default=None, help="save a Chromium screenshot of /projects/<id> here at the end")
     args = p.parse_args(argv)
     result = run(args)
     table(result)
