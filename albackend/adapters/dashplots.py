@@ -2,7 +2,7 @@
 scripts or stylesheets), so the page works offline and behind any proxy.
 
 Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no global figure registry and no
-process-wide backend switch (the SVG canvas renders headless, as Agg does). Rendering costs 0.1-0.5 s a plot, so
+process-wide backend switch (the SVG canvas renders headless, as Agg does). Rendering costs 0.1-0.6 s a plot, so
 each SVG is cached by a hash of the data it shows, in memory and as a file in the project's directory
 (``dashboard/``) that every worker process shares: an unchanged project is served from the cache, and one new
 annotation re-renders only the plots that show it. One lock serialises rendering (matplotlib's text layout is not
