@@ -33,7 +33,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.emulation.config import (  # noqa: E402
-    PROFILES, Settings, apply_profile, load_config_file, presets, resolve_configs, update_settings)
+    PROFILES, STUDENT, Settings, apply_profile, load_config_file, presets, resolve_configs, update_settings,
+    uses_student)
 from bench.emulation.data import load_dataset  # noqa: E402
 from albackend.models.runtime import configure_runtime  # noqa: E402
 
@@ -156,6 +157,8 @@ def _check(st: Settings, kind: str) -> None:
         resolve_strategy(spec, c.strategy)
         names = [c.acquisition] + ([c.successor] if c.successor != "acquisition" else [])
         names += [c.teacher] if c.plasm else []
+        # the student is distilled by the run; its teacher must exist
+        names = [(st.distil.get("teacher") or st.teacher) if n == STUDENT else n for n in names]
         for name in names:
             if name in CLASSICAL:
                 if CLASSICAL[name] != kind:
@@ -197,9 +200,15 @@ def _main(args, argv: list[str] | None) -> int:
     out = Path(args.out or (Path(__file__).resolve().parent / "out" / "emulate" / ds.name))
     from bench.emulation.runner import RESULTS, REPORT, run
 
+    extra = {}
+    if uses_student(st):
+        from bench.emulation.student import distil_student, substitute
+
+        extra["student"] = distil_student(ds, st, out, progress=not args.no_progress)
+        substitute(st, extra["student"]["dir"])
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run(ds, st, out, resume=args.resume, progress=not args.no_progress,
-                 command=f"python bench/emulate.py {argv_text}".strip())
+                 command=f"python bench/emulate.py {argv_text}".strip(), meta=extra)
     meta = result["meta"]
     print(f"{ds.name}: {len(result['records'])} records in {meta['wall_s']:.0f} s "
           f"(process CPU {meta['cpu_s']:.0f} s) -> {out / RESULTS}, {out / REPORT}")

@@ -17,6 +17,7 @@ from albackend.warmstart import retrain_mode, warm_steps
 from bench.emulation.learners import TrainOpts
 
 ACQ = "acquisition"  # successor = the acquisition model itself
+STUDENT = "student"  # model name: the student distilled from the teacher on this run's pool (Settings.distil)
 
 
 @dataclass
@@ -113,6 +114,9 @@ class Settings:
     warm_steps_fraction: float = 0.5  # the "warm" preset: fraction of the from-scratch steps
     plasm_filter: str = "uncertainty"
     plasm_pool: int = 0
+    # model name "student": distilled once per run on the pool's texts by the product's `python -m plasm distil`
+    # (keys: its options, e.g. teacher (default: the settings' teacher), epochs, max_steps, max_length, batch_size)
+    distil: dict = field(default_factory=dict)
     configs: list[ConfigSpec] = field(default_factory=list)
 
     def kind_default(self, kind: str) -> tuple[float, float]:
@@ -193,12 +197,58 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
 }
 
+# The paper's main result (Figures 2 / 12, Table 2): a distilled student of minilm-l6 acquires, minilm-l6 is the
+# PLASM teacher, MPNet (12L/768, another architecture) the successor, (a) mismatch, (b) plasm, (c) same,
+# (d) random-succ (+ the student's own curve, standard, which shares the AL run). See docs/results.md.
+SUCCESSOR_CONFIGS = "standard,mismatch,plasm,same,random-succ"
+_STUDENT = dict(acquisition="student", successor="mpnet", teacher="minilm-l6", configs=SUCCESSOR_CONFIGS,
+                plasm_filter="uncertainty", measure_overlap=False)
+PROFILES["mpnet-cpu"] = {  # reduced: 2-core CPU; the cost and its measurement are in docs/results.md
+    "classification": dict(
+        _STUDENT, pool_size=2000, test_size=500, seed_fraction=0.05, query_fraction=0.05, iterations=4,
+        seeds=[0, 1], distil=dict(epochs=1, max_length=64, batch_size=32),
+        acquisition_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=64),
+        teacher_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=64),
+        successor_train=dict(epochs=4, min_steps=40, max_steps=60, lr=1e-4, max_length=64),
+        classical={}, plasm_pool=1000),
+    "tagging": dict(
+        _STUDENT, pool_size=2000, test_size=500, seed_fraction=0.05, query_fraction=0.05, iterations=4,
+        seeds=[0, 1], distil=dict(epochs=1, max_length=64, batch_size=32),
+        acquisition_train=dict(epochs=8, min_steps=40, max_steps=60, lr=2e-4, max_length=64),
+        teacher_train=dict(epochs=8, min_steps=40, max_steps=60, lr=2e-4, max_length=64),
+        successor_train=dict(epochs=8, min_steps=40, max_steps=60, lr=1e-4, max_length=64),
+        classical={}, plasm_pool=1000),
+}
+PROFILES["mpnet-gpu"] = {  # the shared pool, one H200 in bf16: bench/emulation/mpnet_gpu.sh
+    "classification": dict(
+        _STUDENT, pool_size=0, test_size=2000, seed_fraction=0.01, query_fraction=0.01, iterations=8,
+        seeds=[0, 1, 2], distil=dict(epochs=1, max_length=128, batch_size=64),
+        acquisition_train=dict(epochs=5, min_steps=100, lr=1e-4, max_length=128, infer_batch_size=512),
+        teacher_train=dict(epochs=5, min_steps=100, lr=5e-5, max_length=128, infer_batch_size=512),
+        successor_train=dict(epochs=5, min_steps=100, max_steps=400, lr=3e-5, max_length=128,
+                             infer_batch_size=512),
+        classical={}, plasm_pool=4000),
+    "tagging": dict(
+        _STUDENT, pool_size=0, test_size=0, seed_fraction=0.02, query_fraction=0.02, iterations=8,
+        seeds=[0, 1, 2], distil=dict(epochs=1, max_length=128, batch_size=64),
+        acquisition_train=dict(epochs=15, min_steps=100, lr=1e-4, max_length=128, infer_batch_size=512),
+        teacher_train=dict(epochs=15, min_steps=100, lr=1e-4, max_length=128, infer_batch_size=512),
+        successor_train=dict(epochs=15, min_steps=100, max_steps=600, lr=5e-5, max_length=128,
+                             infer_batch_size=512),
+        classical={}, plasm_pool=4000),
+}
+
 _TRAIN_KEYS = ("acquisition_train", "successor_train", "teacher_train")
 
 
 def group_settings(st: Settings, lead: ConfigSpec) -> Settings:
-    """The settings one acquisition group runs with: the acquisition options carry its warm-start choice."""
-    return dataclasses.replace(st, acquisition_train=lead.acquisition_opts(st.acquisition_train))
+    """The settings one acquisition group runs with: the acquisition options carry its warm-start choice.
+
+    A successor model that acquires for itself (``same``) trains with the successor's options, so it is the
+    same model, trained the same way, as in the configurations where it is only the successor.
+    """
+    opts = st.successor_train if lead.acquisition == st.successor != st.acquisition else st.acquisition_train
+    return dataclasses.replace(st, acquisition_train=lead.acquisition_opts(opts))
 
 
 def apply_profile(st: Settings, profile: str, kind: str) -> str:
@@ -210,8 +260,15 @@ def apply_profile(st: Settings, profile: str, kind: str) -> str:
     for key, value in values.items():
         if key in _TRAIN_KEYS:
             value = TrainOpts.from_dict(value)
+        elif isinstance(value, (dict, list)):
+            value = type(value)(value)  # the profile table stays untouched
         setattr(st, key, value)
     return configs
+
+
+def uses_student(st: Settings) -> bool:
+    """Whether a configuration names the run's distilled student (so it must be distilled first)."""
+    return any(STUDENT in (c.acquisition, c.successor, c.teacher) for c in st.configs)
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -233,6 +290,7 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def update_settings(st: Settings, values: dict) -> None:
+    """Set settings; training options and ``distil`` are merged into what is there (a profile's), not replaced."""
     known = {f.name for f in dataclasses.fields(Settings)} - {"configs"}
     for key, value in values.items():
         if key not in known:
@@ -240,6 +298,8 @@ def update_settings(st: Settings, values: dict) -> None:
         if key in _TRAIN_KEYS:
             merged = {**dataclasses.asdict(getattr(st, key)), **(value or {})}
             value = TrainOpts.from_dict(merged)
+        elif key == "distil":
+            value = {**st.distil, **(value or {})}
         setattr(st, key, value)
 
 

@@ -147,6 +147,8 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
     labeled = seed_set(ds, seed_budget, np.random.default_rng(seed))
     lengths = ds.pool.lengths()
     successors = {c.name: _successor(c, ds, st) for c in group if c.successor != ACQ or c.plasm}
+    # random sampling needs no model: train the acquisition model only when it scores or is evaluated
+    needs_acq = scorer.strategy != "random" or any(c.successor == ACQ and not c.plasm for c in group)
     records: list[dict] = []
     prev_fresh: np.ndarray | None = None
     measure = st.measure_overlap
@@ -155,10 +157,11 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
         base = {"seed": seed, "iteration": it, "n_labeled": int(labeled.size),
                 "n_labeled_words": int(lengths[labeled].sum()), "acquisition": lead.acquisition,
                 "strategy": scorer.strategy, "ups": lead.ups}
-        tick(f"seed {seed} it {it}: train {lead.acquisition}")
         t0 = time.perf_counter()
-        acq.fit(gold, seed=seed * 1000 + it)
-        base["train_s"] = time.perf_counter() - t0
+        if needs_acq:
+            tick(f"seed {seed} it {it}: train {lead.acquisition}")
+            acq.fit(gold, seed=seed * 1000 + it)
+        base["train_s"] = time.perf_counter() - t0 if needs_acq else 0.0
         metrics: dict[str, dict] = {}
         for cfg in group:
             if cfg.successor == ACQ and not cfg.plasm:
