@@ -283,3 +283,30 @@ def test_plasm_paired_differences_and_loop_times():
     assert t["queried_iterations"] == [0] and [r["iteration"] for r in t["rows"]] == [0]
     assert t["rows"][0]["a"]["iteration_s"] == pytest.approx(4.0) and t["rows"][0]["b"]["iteration_s"] == 32.0
     assert t["total_ratio"] == pytest.approx(4.0 / 32.0) and t["total"]["b"] == (32.0, pytest.approx(math.sqrt(8)))
+
+
+def test_transformer_successor_settings():
+    """The mpnet profiles: the self-acquiring successor trains as the successor; distil options merge and are
+    checked; every `student` name is replaced by the distilled directory."""
+    from bench.emulation.config import (STUDENT, Settings, apply_profile, group_settings, presets, resolve_configs,
+                                        update_settings, uses_student)
+    from bench.emulation.student import distil_options, substitute
+
+    st = Settings()
+    configs = apply_profile(st, "mpnet-cpu", "classification")
+    update_settings(st, {"distil": {"max_steps": 5}, "successor_train": {"lr": 3e-5}})
+    assert st.distil["max_steps"] == 5 and st.distil["max_length"] == 64  # merged into the profile's
+    st.configs = resolve_configs(st, [configs])
+    assert [c.name for c in st.configs] == ["standard", "mismatch", "plasm", "same", "random-succ"]
+    assert uses_student(st) and st.acquisition == STUDENT
+    table = presets(st)
+    assert group_settings(st, table["same"]).acquisition_train.lr == 3e-5  # MPNet acquires as MPNet trains
+    assert group_settings(st, table["standard"]).acquisition_train.lr == st.acquisition_train.lr != 3e-5
+    assert distil_options(st)["teacher"] == "minilm-l6"
+    update_settings(st, {"distil": {"epoch": 2}})
+    with pytest.raises(ValueError, match="unknown distil option"):
+        distil_options(st)
+    substitute(st, "/models/student")
+    assert st.acquisition == "/models/student" and not uses_student(st)
+    assert {c.acquisition for c in st.configs} == {"/models/student", "mpnet"}
+    assert "student acquisition" in st.configs[1].describe()  # labels keep the name
