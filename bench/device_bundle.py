@@ -37,7 +37,8 @@ FP16_MAX = 65504.0
 
 
 def _weights_fp16(path: Path) -> bytes:
-    """A safetensors file with its float32 tensors as float16 (lossless enough for fine-tuning; checked range)."""
+    """A safetensors file with its float32 tensors as float16: relative rounding <= 5e-4, |w| < 6e-8 becomes 0,
+    enough for a checkpoint that is fine-tuned anyway; a weight beyond fp16's range is refused."""
     import torch
     from safetensors.torch import load_file, save
 
@@ -63,29 +64,34 @@ def _add_dir(tar: tarfile.TarFile, src: Path, arc: str) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def pack(out: Path, part_mib: int) -> dict:
+def default_contents() -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(directories, files) to send, each with its path in the bundle: the models, the packages, the datasets."""
+    minilm = Path(resolve_model("minilm-l6")).parent  # the package directory (the registry finds model/ in it)
+    dirs = [(minilm, f"site/{minilm.name}"), (Path(resolve_model("mpnet")), "cache/all-mpnet-base-v2")]
+    for name in PACKAGES:
+        dirs.append((Path(list(importlib.util.find_spec(name).submodule_search_locations)[0]), f"site/{name}"))
+    data = shared_data_dir()
+    files = [(data / rel, f"data/{rel}") for _, train, test in BUILTIN.values() for rel in (train, test)]
+    return dirs, files
+
+
+def pack(out: Path, part_bytes: int, dirs: list[tuple[Path, str]], files: list[tuple[Path, str]]) -> dict:
+    """Write ``out/part-NN`` of at most ``part_bytes`` and ``out/manifest.json``; returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*"):
         old.unlink()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        minilm = Path(resolve_model("minilm-l6")).parent  # the package directory (its __init__ finds model/)
-        _add_dir(tar, minilm, f"site/{minilm.name}")
-        _add_dir(tar, Path(resolve_model("mpnet")), "cache/all-mpnet-base-v2")
-        for name in PACKAGES:
-            spec = importlib.util.find_spec(name)
-            _add_dir(tar, Path(list(spec.submodule_search_locations)[0]), f"site/{name}")
-        data = shared_data_dir()
-        for _, train, test in BUILTIN.values():
-            for rel in (train, test):
-                tar.add(str(data / rel), arcname=f"data/{rel}")
-    blob, size = buf.getvalue(), part_mib << 20
+        for src, arc in dirs:
+            _add_dir(tar, src, arc)
+        for src, arc in files:
+            tar.add(str(src), arcname=arc)
+    blob = buf.getvalue()
     parts = []
-    for i in range(0, len(blob), size):
-        path = out / f"part-{i // size:02d}"
-        path.write_bytes(blob[i:i + size])
-        parts.append({"name": path.name, "bytes": len(blob[i:i + size]),
-                      "sha256": hashlib.sha256(blob[i:i + size]).hexdigest()})
+    for i in range(0, len(blob), part_bytes):
+        chunk, path = blob[i:i + part_bytes], out / f"part-{i // part_bytes:02d}"
+        path.write_bytes(chunk)
+        parts.append({"name": path.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
     manifest = {"parts": parts, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -100,7 +106,7 @@ def unpack(src: Path, dest: Path) -> None:
     for part in manifest["parts"]:
         data = (src / part["name"]).read_bytes()
         if hashlib.sha256(data).hexdigest() != part["sha256"]:
-            raise SystemExit(f"{part['name']} is damaged or incomplete: send it again")
+            raise ValueError(f"{part['name']} is damaged or incomplete: send it again")
         blob += data
     shutil.rmtree(dest, ignore_errors=True)
     with tarfile.open(fileobj=io.BytesIO(bytes(blob)), mode="r:gz") as tar:
@@ -128,11 +134,15 @@ def main() -> int:
         q.add_argument("--dest", default="/tmp/bundle")
     args = ap.parse_args()
     if args.cmd == "pack":
-        m = pack(Path(args.out), args.part_mib)
+        m = pack(Path(args.out), args.part_mib << 20, *default_contents())
         print(f"{len(m['parts'])} parts, {m['bytes'] / 2**20:.0f} MiB in {args.out}: "
               + " ".join(p["name"] for p in m["parts"]))
     elif args.cmd == "unpack":
-        unpack(Path(args.src), Path(args.dest))
+        try:
+            unpack(Path(args.src), Path(args.dest))
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"device_bundle.py: error: {exc}", file=sys.stderr)
+            return 2
         print(env(Path(args.dest)))
     else:
         print(env(Path(args.dest)))
