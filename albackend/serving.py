@@ -51,12 +51,23 @@ class ModelCache:
             return entry
 
 
+def no_model_results(settings: Settings, store: ModelStore, project: str, tasks: list[dict]) -> list[list[dict]]:
+    """/predict before the project has a model: no prediction for any task.
+
+    One empty list per task: Label Studio reads each entry as the task's list of predictions and stores none (an
+    empty ``result`` would be stored as an empty prediction of the placeholder version on every task an annotator
+    opens). The one place that answers for a project without a model: cold-start scores hook in here.
+    """
+    return [[] for _ in tasks]
+
+
 def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, project: str,
-                  tasks: list[dict], fallback_version: str) -> tuple[list[dict], dict]:
-    """Exactly one result per task, in order. Returns (results, stats)."""
+                  tasks: list[dict], fallback_version: str) -> tuple[list, dict]:
+    """Exactly one entry per task, in order: a prediction, or (no model yet) an empty list of predictions.
+    Returns (results, stats)."""
     loaded = cache.get(project)
     if loaded is None:
-        return [{"result": [], "score": 0.0, "model_version": fallback_version} for _ in tasks], {"model": None}
+        return no_model_results(settings, store, project, tasks), {"model": None}
     version, model, fit = loaded
     strategy = model.meta.get("strategy", "least_confident")
     results: list[dict | None] = [None] * len(tasks)
