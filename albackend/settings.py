@@ -44,6 +44,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "PUSH_BATCH": ("2000", "Predictions per POST to Label Studio's import/predictions (bench/ls_push.py: 2000 per request stores 12x faster than 100; parallel requests are slower on LS's SQLite)."),
     "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
+    "MIN_TAGGED_SENTENCES": ("5", "Tagging: a retrain needs at least this many annotated sentences with an entity span (else the job is skipped with the reason), so the first job does not train on one sentence."),
     "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
     "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
     "BODY_READ_TIMEOUT_S": ("10", "A client silent this long while sending its request body is dropped (408), so slow clients cannot hold threads; 0 = never."),
@@ -149,6 +150,7 @@ class Settings:
     push_batch: int
     keep_prediction_versions: int
     retrain_every: int
+    min_tagged_sentences: int
     set_sampling: bool
     max_request_mb: float
     body_read_timeout_s: float
@@ -205,6 +207,7 @@ class Settings:
             push_batch=max(1, int(num("PUSH_BATCH", int))),
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
+            min_tagged_sentences=_non_negative("MIN_TAGGED_SENTENCES", int(num("MIN_TAGGED_SENTENCES", int))),
             set_sampling=_bool(env("SET_SAMPLING")),
             max_request_mb=float(num("MAX_REQUEST_MB", float)),
             body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),

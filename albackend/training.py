@@ -73,7 +73,10 @@ def train_config(settings: Settings, spec: TaskSpec) -> TrainConfig:
                                 batch_size=settings.train_batch_size, **overrides)
 
 
-def check_gold(examples: list[Example], spec: TaskSpec) -> None:
+def check_gold(examples: list[Example], spec: TaskSpec, min_tagged: int = 1) -> None:
+    """Refuse (TrainingSkipped, with the reason) gold too thin to train on: no examples, one class for a classifier,
+    fewer than ``min_tagged`` sentences with an entity span for a tagger (a tagger trained on one sentence ranks
+    the pool by noise and holds the job slot for minutes)."""
     if not examples:
         raise TrainingSkipped("no usable annotated tasks yet")
     if spec.kind == "classification":
@@ -81,6 +84,9 @@ def check_gold(examples: list[Example], spec: TaskSpec) -> None:
         if len(classes) < 2:
             raise TrainingSkipped(f"only {len(classes)} class annotated ({', '.join(spec.labels[i] for i in classes)}); "
                                   "need at least 2 classes to train a classifier")
+    elif (tagged := sum(1 for e in examples if e.spans)) < min_tagged:
+        raise TrainingSkipped(f"only {tagged} annotated sentence{'' if tagged == 1 else 's'} with an entity span; need "
+                              f"at least {min_tagged} to train a tagger (MIN_TAGGED_SENTENCES)")
 
 
 def train_and_publish(settings: Settings, store: ModelStore, project: str, spec: TaskSpec, tasks: list[dict],
@@ -89,7 +95,7 @@ def train_and_publish(settings: Settings, store: ModelStore, project: str, spec:
     stats.update(gold=len(examples), gold_skipped=len(skips), skip_reasons=sorted({s.reason for s in skips})[:10])
     for s in skips:
         log.info("project %s task %s not used for training: %s", project, s.task_id, s.reason)
-    check_gold(examples, spec)
+    check_gold(examples, spec, settings.min_tagged_sentences)
     strategy = resolve_strategy(spec, settings.query_strategy)
     current = store.current(project)
     iteration = (int(current["iteration"]) + 1) if current else 0
