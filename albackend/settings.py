@@ -46,6 +46,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
     "MIN_TAGGED_SENTENCES": ("5", "Tagging: a retrain needs at least this many annotated sentences with an entity span (else the job is skipped with the reason), so the first job does not train on one sentence."),
     "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
+    "LS_TRAINING_STATE": ("true", "Show the training state (running and its phase, finished with the current model, or failed and why) as a line of this backend's ML backend description in Label Studio."),
     "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
     "BODY_READ_TIMEOUT_S": ("10", "A client silent this long while sending its request body is dropped (408), so slow clients cannot hold threads; 0 = never."),
     "REDIS_TIMEOUT": ("2", "Seconds any single Redis call may take (connect and read); past it the web answers 503, /status shows the stored record."),
@@ -152,6 +153,7 @@ class Settings:
     retrain_every: int
     min_tagged_sentences: int
     set_sampling: bool
+    ls_training_state: bool
     max_request_mb: float
     body_read_timeout_s: float
     redis_timeout: float
@@ -209,6 +211,7 @@ class Settings:
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
             min_tagged_sentences=_non_negative("MIN_TAGGED_SENTENCES", int(num("MIN_TAGGED_SENTENCES", int))),
             set_sampling=_bool(env("SET_SAMPLING")),
+            ls_training_state=_bool(env("LS_TRAINING_STATE")),
             max_request_mb=float(num("MAX_REQUEST_MB", float)),
             body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
             redis_timeout=float(num("REDIS_TIMEOUT", float)),

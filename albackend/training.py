@@ -20,6 +20,7 @@ from albackend import jobs
 from albackend.examples import Example, gold_examples, is_labeled
 from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.lsclient import LabelStudioClient, LabelStudioError
+from albackend.lsstate import StateReporter
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig, default_train_config, warm_train_config
@@ -194,10 +195,13 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
     store = ModelStore(settings.model_dir)
     record = jobs.start_record(settings, store, project, job_id)  # running, heartbeat, pending cleared
     stats: dict = {"seconds": {}}
+    show_state = StateReporter(settings.ls_training_state, project, lambda: ls_client(settings, store, project))
+    show_state(record, store.current(project))
 
     def progress(figures: dict) -> None:
         record["progress"] = {**(record.get("progress") or {}), **figures}
         store.write_job(project, record)
+        show_state(record, store.current(project))
 
     try:
         with jobs.project_lock(settings, store, project):
@@ -211,5 +215,6 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
         record.update(state="failed", **jobs.failure(exc), stats=stats)
     finally:  # redacted, JSON-safe, heartbeat stopped
         record = jobs.finish_record(settings, store, project, record)
+    show_state(record, store.current(project))
     log.info("project %s: job %s %s in %.1fs", project, job_id, record["state"], record["duration_s"])
     return record
