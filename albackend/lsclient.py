@@ -135,6 +135,31 @@ class LabelStudioClient:
         except ValueError:
             raise self._error(f"Label Studio sent non-JSON to {method} {path}") from None
 
+    def download(self, path: str, max_bytes: int, timeout: float) -> tuple[bytes, str | None]:
+        """GET a file Label Studio serves (``path``: relative to the LS URL, query included) with the token: its
+        content, at most ``max_bytes``; or, when LS redirects (its storage resolver answers with a presigned cloud
+        URL), ``(b"", location)``: the redirect is not followed, the caller decides whether that host may be asked."""
+        if self._pat and "Authorization" not in self.session.headers:
+            self._refresh_access_token()
+        for attempt in range(2):
+            try:
+                resp = self.session.get(self.url + path, stream=True, allow_redirects=False, timeout=timeout)
+            except requests.RequestException as exc:
+                raise self._error(f"Label Studio at {self.url} is unreachable: {type(exc).__name__}") from None
+            with resp:
+                if resp.status_code == 401 and self._pat and attempt == 0:  # the access token expired
+                    self._refresh_access_token()
+                    continue
+                if resp.is_redirect:
+                    return b"", resp.headers.get("Location") or ""
+                if resp.status_code >= 400:
+                    raise self._error(f"Label Studio answered {resp.status_code} to GET {path.split('?')[0]}",
+                                      resp.status_code)
+                content = read_capped(resp, max_bytes)
+                self.bytes_received += len(content)
+                return content, None
+        raise self._error("Label Studio refused the API key (401)", 401)
+
     def get_project(self, project: int | str) -> dict:
         return self._call("GET", f"/api/projects/{project}")  # type: ignore[return-value]
 
@@ -232,6 +257,24 @@ class LabelStudioClient:
         if isinstance(data, dict):  # LS 1.23 answers {"deleted_predictions": n}
             data = data.get("deleted_predictions")
         return int(data) if isinstance(data, (int, float)) and not isinstance(data, bool) else 0
+
+
+class TooLarge(ValueError):
+    """A response body over the caller's size cap (nothing past the cap was read)."""
+
+
+def read_capped(resp: requests.Response, max_bytes: int) -> bytes:
+    """The body of a ``stream=True`` response, refusing (TooLarge) one over ``max_bytes`` before reading past it."""
+    declared = resp.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise TooLarge(f"{int(declared)} bytes, over the {max_bytes}-byte limit")
+    chunks, size = [], 0
+    for chunk in resp.iter_content(65536):
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def is_personal_access_token(key: str) -> bool:

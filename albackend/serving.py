@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from albackend.examples import TaskError, int64_id, task_text
+from albackend.examples import Skip, TaskError, int64_id, task_text
 from albackend.models.acquisition import AcquisitionModel
 from albackend.predictions import load_mahalanobis
 from albackend.predstore import PredictionStore
 from albackend.rescoring import score_texts
 from albackend.settings import Settings
 from albackend.store import ModelStore
+from albackend.textlinks import project_links
+from albackend.training import ls_client
 from ups.cache import ScoreCache
 from ups.round import UPSConfig, plan_round
 from ups.sampler import FullPoolSchedule
@@ -70,9 +72,14 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
         return no_model_results(settings, store, project, tasks), {"model": None}
     version, model, fit = loaded
     strategy = model.meta.get("strategy", "least_confident")
-    results: list[dict | None] = [None] * len(tasks)
+    results: list[dict | list | None] = [None] * len(tasks)
     texts: dict[int, str] = {}
-    for i, task in enumerate(tasks):
+    links = project_links(settings, store.project_dir(project), model.spec.value_key,
+                          lambda: ls_client(settings, store, project))
+    for i, task in enumerate(links.resolve(tasks)):
+        if isinstance(task, Skip):  # an unreadable text link: no prediction now, LS asks again later
+            results[i] = []
+            continue
         try:
             text = task_text(task, model.spec, settings.max_text_chars)
         except TaskError as exc:

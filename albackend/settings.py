@@ -31,6 +31,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INFER_BATCH_SIZE": ("64", "Batch size for pool scoring and /predict."),
     "SCORING_PRECISION": ("auto", "CPU scoring (pool, /predict): fp32, or int8 = a dynamically quantized copy of the trained model (2.1-2.6x faster, ranking less stable: docs/results.md); auto = fp32 (int8 missed the ranking criteria); the GPU always uses bf16 autocast."),
     "MAX_TEXT_CHARS": ("100000", "Texts longer than this are truncated before tokenization (several-MB tasks stay cheap)."),
+    "TEXT_URL_HOSTS": ("", "Task texts given as a link are fetched from Label Studio (with the token) and, without it, from these other hosts only (comma-separated host or host:port, e.g. a bucket's presigned-URL host)."),
+    "TEXT_URL_MAX_KB": ("1024", "Largest text fetched from a link (KB); a larger one is skipped with the reason."),
+    "TEXT_URL_TIMEOUT_S": ("10", "Seconds a link fetch may take; an unreachable or slow link is skipped with the reason."),
     "UPS_ENABLED": ("true", "Unlabeled pool subsampling on; false = rescore the full pool after every retrain."),
     "UPS_GAMMA": ("0.1", "UPS: fraction of previously most uncertain tasks always rescored."),
     "UPS_T": ("0.01", "UPS: temperature of the keep probability for the rest of the pool."),
@@ -138,6 +141,9 @@ class Settings:
     infer_batch_size: int
     scoring_precision: str
     max_text_chars: int
+    text_url_hosts: str
+    text_url_max_kb: float
+    text_url_timeout_s: float
     ups_enabled: bool
     ups_gamma: float
     ups_t: float
@@ -196,6 +202,9 @@ class Settings:
             infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
             scoring_precision=scoring_precision_from_env(),
             max_text_chars=int(num("MAX_TEXT_CHARS", int)),
+            text_url_hosts=env("TEXT_URL_HOSTS"),
+            text_url_max_kb=float(num("TEXT_URL_MAX_KB", float)),
+            text_url_timeout_s=float(num("TEXT_URL_TIMEOUT_S", float)),
             ups_enabled=_bool(env("UPS_ENABLED")),
             ups_gamma=float(num("UPS_GAMMA", float)),
             ups_t=float(num("UPS_T", float)),

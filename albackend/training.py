@@ -33,6 +33,7 @@ from albackend.store import ModelStore, atomic_write_text
 from albackend.strategies import fit_mahalanobis
 from albackend.tasksync import sync_project
 from albackend.taskstore import TaskStore
+from albackend.textlinks import drop_skips, project_links
 from albackend.warmstart import retrain_mode
 from ups.round import ScoreFn
 
@@ -171,7 +172,9 @@ def run_iteration(settings: Settings, store: ModelStore, project: str, stats: di
     project_info, sync = sync_project(client, TaskStore(store.project_dir(project)), project)
     stats["sync"] = sync.as_dict()
     spec = parse_label_config(project_info.get("label_config", ""))
-    tasks = list(TaskStore(store.project_dir(project)).iter_tasks())
+    links = project_links(settings, store.project_dir(project), spec.value_key, lambda: client)
+    tasks = drop_skips(links.resolve(list(TaskStore(store.project_dir(project)).iter_tasks())))
+    stats["text_links"] = links.figures
     stats["seconds"]["sync"] = round(time.perf_counter() - t0, 3)
     stats["tasks"] = len(tasks)
     progress({"phase": "training"})
