@@ -232,6 +232,10 @@ class LabelStudioClient:
         data = self._call("GET", "/api/ml", params={"project": project})
         return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
+    def ml_backend(self, ml_id: int | str) -> dict:
+        """One ML backend record (LS checks the backend's /health and /setup first)."""
+        return self._call("GET", f"/api/ml/{ml_id}")  # type: ignore[return-value]
+
     def update_ml_backend(self, ml_id: int | str, data: dict, record: dict | None = None) -> dict:
         """PATCH an ML backend record (``description``, ``title``, ...); returns the updated record.
 
@@ -240,7 +244,7 @@ class LabelStudioClient:
         are taken from ``record`` (read first when not given). ``state`` and ``error_message`` cannot be set: LS
         recomputes them from the backend's /health and /setup on every read and update."""
         if record is None:
-            record = self._call("GET", f"/api/ml/{ml_id}")  # type: ignore[assignment]
+            record = self.ml_backend(ml_id)
         body = {"url": record.get("url"), "project": record.get("project")}
         if record.get("auth_method") == "BASIC_AUTH":
             body.update(auth_method="BASIC_AUTH", basic_auth_user=record.get("basic_auth_user") or "",

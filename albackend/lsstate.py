@@ -26,6 +26,7 @@ from albackend.publish import own_version_key
 log = logging.getLogger(__name__)
 PREFIX = "Training: "
 MAX_REASON = 400
+RETRY_S = 1.0
 
 
 def _clock(ts: object, with_date: bool = False) -> str:
@@ -70,15 +71,23 @@ def own_records(records: list[dict], project: str) -> list[dict]:
             and own_version_key(project, r["model_version"]) is not None and r.get("id") is not None]
 
 
-def show(client: LabelStudioClient, project: str, line: str) -> int:
+def show(client: LabelStudioClient, project: str, line: str, attempts: int = 3) -> int:
     """Write ``line`` into the description of every ML backend record of this backend in the project; returns how
-    many were updated (0 when Label Studio is unreachable or the project has none)."""
+    many were updated (0 when Label Studio is unreachable or the project has none).
+
+    Each write is read back: LS saves the whole record after every read (it refreshes ``state``), so a read that
+    began before our write (the model page being open) can put the old description back."""
     updated = 0
     try:
         for record in own_records(client.ml_backends(project), project):
-            description = with_line(record.get("description"), line)
-            if description != (record.get("description") or ""):
+            for attempt in range(attempts):
+                description = with_line(record.get("description"), line)
+                if description == (record.get("description") or ""):
+                    break
+                if attempt:
+                    time.sleep(RETRY_S * attempt)
                 client.update_ml_backend(record["id"], {"description": description}, record=record)
+                record = client.ml_backend(record["id"])
             updated += 1
     except LabelStudioError as exc:
         log.warning("project %s: could not show the training state in Label Studio: %s", project, exc)

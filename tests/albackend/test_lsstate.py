@@ -46,8 +46,9 @@ def test_own_records_are_the_ones_reporting_this_backends_versions():
 class MLRecords(_Server):
     """GET /api/ml?project=3 lists two records (one ours); PATCH /api/ml/<id> stores the body like LS does."""
 
-    def __init__(self):
+    def __init__(self, clobber: int = 0):
         super().__init__()
+        self.clobber = clobber  # this many reads of one record put its old description back (LS's read-save race)
         self.records = {1: {"id": 1, "project": 3, "url": "http://backend:9090", "model_version": "untrained-3",
                             "description": "our card", "auth_method": "BASIC_AUTH", "basic_auth_user": "al"},
                         2: {"id": 2, "project": 3, "url": "http://other:9090", "model_version": "other-v1",
@@ -58,12 +59,17 @@ class MLRecords(_Server):
         if rec["method"] == "GET" and rec["path"].startswith("/api/ml?project=3"):
             return h.reply(list(self.records.values()))
         if rec["method"] == "GET" and rec["path"].startswith("/api/ml/"):
-            return h.reply(self.records[int(rec["path"].rsplit("/", 1)[1])])
+            record = self.records[int(rec["path"].rsplit("/", 1)[1])]
+            if self.clobber > 0:
+                self.clobber -= 1
+                record["description"] = record.pop("previous", record["description"])
+            return h.reply(record)
         if rec["method"] == "PATCH" and rec["path"].startswith("/api/ml/"):
             ml_id = int(rec["path"].rsplit("/", 1)[1])
             body = rec["body"]
             if "url" not in body or "project" not in body:  # what LS 1.23 does
                 return h.reply({"detail": "MLBackend.healthcheck_() missing 1 required positional argument"}, 500)
+            self.records[ml_id]["previous"] = self.records[ml_id]["description"]
             self.records[ml_id].update({k: v for k, v in body.items() if k != "basic_auth_pass"})
             return h.reply(self.records[ml_id])
         return h.reply({"detail": "not found"}, 404)
@@ -86,6 +92,16 @@ def test_show_writes_only_this_backends_record_with_what_ls_needs():
         # without the record at hand the client reads it first
         client.update_ml_backend(2, {"title": "renamed"})
         assert ls.records[2]["title"] == "renamed" and ls.seen("GET", "/api/ml/2")
+    finally:
+        ls.stop()
+
+
+def test_a_description_put_back_by_a_concurrent_read_is_written_again(monkeypatch):
+    monkeypatch.setattr("albackend.lsstate.RETRY_S", 0.01)
+    ls = MLRecords(clobber=1)
+    try:
+        assert show(LabelStudioClient(ls.url, "legacy-token"), "3", "Training: finished") == 1
+        assert ls.records[1]["description"] == "our card\nTraining: finished" and len(ls.seen("PATCH")) == 2
     finally:
         ls.stop()
 

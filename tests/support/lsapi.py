@@ -145,13 +145,16 @@ class LSClient:
         return self.get("/api/current-user/whoami")
 
     # ------------------------------------------------------------------ projects
-    def create_project(self, title: str, label_config: str, sampling: str = "Uncertainty sampling",
+    def create_project(self, title: str, label_config: str, sampling: str | None = "Uncertainty sampling",
                        **fields) -> dict:
-        """POST /api/projects -> the project dict (``id``, ``model_version`` == "", ``sampling``, ...)."""
+        """POST /api/projects -> the project dict (``id``, ``model_version`` == "", ``sampling``, ...).
+        ``sampling=None`` leaves LS's default ("Sequential sampling", as a project created in the UI)."""
         if len(title) < 3:
             raise ValueError("Label Studio requires a project title of at least 3 characters")
-        return self.post("/api/projects", json={"title": title, "label_config": label_config,
-                                                "sampling": sampling, **fields})
+        body = {"title": title, "label_config": label_config, **fields}
+        if sampling is not None:
+            body["sampling"] = sampling
+        return self.post("/api/projects", json=body)
 
     def get_project(self, project: int) -> dict:
         return self.get(f"/api/projects/{int(project)}")
@@ -223,6 +226,23 @@ class LSClient:
     def train(self, ml_id: int) -> None:
         """POST /api/ml/{id}/train ("Start Training"): LS posts START_TRAINING to the backend's /webhook."""
         self.post(f"/api/ml/{int(ml_id)}/train")
+
+    def get_ml(self, ml_id: int) -> dict:
+        """GET /api/ml/{id}: LS checks the backend's /health and /setup first and stores ``state`` from them."""
+        return self.get(f"/api/ml/{int(ml_id)}")
+
+    def upload_text_files(self, project: int, files: dict[str, str]) -> list[int]:
+        """Upload text files (name -> content), one task each, as the import dialog does with "treat CSV/TSV/TXT as
+        a list of tasks" off: ``POST /api/projects/{id}/import?commit_to_project=false`` (multipart) then
+        ``POST /api/projects/{id}/reimport {"file_upload_ids", "files_as_tasks_list": false}``. Each task's data is
+        ``{<the config's field>: "/data/upload/<project>/<hash>-<name>"}``, served by LS to authenticated users only.
+        Returns the new task ids."""
+        before = {t["id"] for t in self.list_tasks(project)}
+        multipart = [("file", (name, text.encode(), "text/plain")) for name, text in files.items()]
+        up = self.post(f"/api/projects/{int(project)}/import", params={"commit_to_project": "false"}, files=multipart)
+        self.post(f"/api/projects/{int(project)}/reimport",
+                  json={"file_upload_ids": up["file_upload_ids"], "files_as_tasks_list": False})
+        return sorted({t["id"] for t in self.list_tasks(project)} - before)
 
     def list_webhooks(self, project: int) -> list[dict]:
         return self.get("/api/webhooks", params={"project": int(project)})
