@@ -2,7 +2,7 @@
 /metrics (Prometheus), /status (JSON) and /projects/<id>/status.
 
 label-studio-ml 1.0.9's own Flask app drops START_TRAINING, answers 405 on /versions and 500 on a webhook
-without `action` (DESIGN.md section 1), so the routes are owned here; the model class stays a
+without `action` (checked against LS 1.23.2), so the routes are owned here; the model class stays a
 LabelStudioMLBase subclass (model.py). Every error is a JSON 4xx with a message, or a logged 500
 without a stack trace in the response.
 """

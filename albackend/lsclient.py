@@ -58,7 +58,7 @@ class LabelStudioClient:
         if not url:
             raise LabelStudioError("no Label Studio URL: set LABEL_STUDIO_URL (or connect the backend from LS)")
         if not api_key:
-            raise LabelStudioError("no Label Studio API key: set LABEL_STUDIO_API_KEY (legacy token)")
+            raise LabelStudioError("no Label Studio API key: set LABEL_STUDIO_API_KEY (a personal access token or legacy token)")
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
         self.url = url.rstrip("/")

@@ -1,6 +1,6 @@
 """The protocol layer (albackend.app) through Flask's test client: a real app over a tmp model store, no Redis
-(in-process job queue), tiny real models published into the store. Label Studio's side of the contract is
-DESIGN.md section 1: one result per task in order, model_version equal to /setup's, 2xx webhooks at once,
+(in-process job queue), tiny real models published into the store. Label Studio's side of the contract (checked against a
+real LS 1.23.2 in tests/support/lsapi.py): one result per task in order, model_version equal to /setup's, 2xx webhooks at once,
 JSON 4xx for bad input and never a stack trace."""
 
 from __future__ import annotations

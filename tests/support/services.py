@@ -384,7 +384,7 @@ def start_gunicorn(env: Mapping[str, str] | None = None, port: int | None = None
 # --------------------------------------------------------------------------------------------- Label Studio
 def label_studio_env(data_dir: Path, *, username: str = LS_USERNAME, password: str = LS_PASSWORD,
                      token: str = LS_TOKEN, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for ``label-studio start`` (DESIGN.md section 1); the backend's PYTHONPATH/venv are removed."""
+    """Environment for ``label-studio start`` (see the module docstring); the backend's PYTHONPATH/venv are removed."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "DJANGO_SETTINGS_MODULE")}
     venv_bin = str(ls_venv() / "bin")
