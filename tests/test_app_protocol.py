@@ -376,6 +376,7 @@ def test_project_status(pub_client, published, client):
     st = client.get("/projects/77/status").get_json()
     assert st["model_version"] is None and st["jobs"] == []
     assert_json_error(client.get("/projects/a%20b/status"), 400)
+    assert_json_error(client.get("/projects/abc/status"), 400)
     assert_json_error(client.get("/nope"), 404)
     assert_json_error(client.put("/setup"), 405)
 
