@@ -1,7 +1,7 @@
 """Where PLASM's data comes from: a live Label Studio project, or a Label Studio JSON export file.
 
 Both give a :class:`PlasmData`: the task spec (from the project's label config), the gold examples (tasks
-with a non-cancelled annotation, via :func:`albackend.examples.gold_examples`) and the pool (the text of
+with a non-cancelled annotation, via :func:`albackend.domain.examples.gold_examples`) and the pool (the text of
 every task without one). Problems are :class:`SourceError` with a one-line message for the CLI.
 """
 
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from albackend.examples import Example, Skip, TaskError, gold_examples, is_labeled, task_text
-from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
-from albackend.lsclient import LabelStudioError
+from albackend.domain.examples import Example, Skip, TaskError, gold_examples, is_labeled, task_text
+from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.adapters.lsclient import LabelStudioError
 from albackend.settings import Settings
-from albackend.textlinks import LinkPolicy, TextLinks, drop_skips
+from albackend.services.textlinks import LinkPolicy, TextLinks, drop_skips
 from plasm.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def from_tasks(tasks: Iterable[dict], label_config: str, *, max_chars: int = DEF
 
 
 def from_project(client, project: int | str, *, max_chars: int = DEFAULT_MAX_CHARS) -> PlasmData:
-    """Read a live project with an :class:`albackend.lsclient.LabelStudioClient`."""
+    """Read a live project with an :class:`albackend.adapters.lsclient.LabelStudioClient`."""
 
     try:
         info = client.get_project(project)
@@ -92,7 +92,7 @@ def from_project(client, project: int | str, *, max_chars: int = DEFAULT_MAX_CHA
         tasks = list(client.iter_tasks(project))
     except LabelStudioError as exc:
         raise SourceError(f"cannot read the tasks of project {project}: {exc}") from None
-    try:  # texts given as links are read like the backend reads them (albackend.textlinks)
+    try:  # texts given as links are read like the backend reads them (albackend.services.textlinks)
         links = TextLinks(parse_label_config(config).value_key, LinkPolicy.of(Settings.from_env()), lambda: client)
         tasks = drop_skips(links.resolve(tasks))
     except ConfigError:

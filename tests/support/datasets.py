@@ -5,7 +5,7 @@ Data root and file readers: :mod:`bench.emulation.data` (env ``SHARED_DATA`` or 
 in IOB2). A fresh clone has no shared data: :func:`news_tasks` generates short news-like texts of the same four
 classes from templates in this file (deterministic, no licence beyond the repository's), so the real-Label-Studio
 end-to-end tests of the first run need nothing outside the repository. LS results come from the backend's own
-builders (:mod:`albackend.predictions`).
+builders (:mod:`albackend.services.predictions`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from albackend.labelconfig import TaskSpec
-from albackend.predictions import choice_result, span_result
+from albackend.domain.labelconfig import TaskSpec
+from albackend.services.predictions import choice_result, span_result
 from bench.emulation.data import read_classification, read_jsonl, shared_data_dir, tokens_to_text
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]

@@ -1,6 +1,6 @@
 """A small Label Studio 1.23 REST client for tests: a legacy key (``Authorization: Token <key>``) or a personal
 access token (exchanged at ``POST /api/token/refresh/`` for an access token sent as ``Authorization: Bearer``,
-refreshed on a 401). It is written apart from the backend's own client (albackend.lsclient) so the two check
+refreshed on a 401). It is written apart from the backend's own client (albackend.adapters.lsclient) so the two check
 each other.
 
 Every method was checked against a real LS 1.23.2 (``tests/support/test_harness.py``). Quirks found there:
