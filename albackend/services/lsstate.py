@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
 from albackend.adapters.lsclient import LabelStudioClient, LabelStudioError
@@ -95,12 +97,17 @@ def show(client: LabelStudioClient, project: str, line: str, attempts: int = 3) 
 
 
 class StateReporter:
-    """Shows a job's state in Label Studio at its start, on each phase change and at its end."""
+    """Shows a job's state in Label Studio at its start, on each phase change and at its end.
+
+    The writes run on a thread of their own, in order: a Label Studio round trip (which makes LS call the backend's
+    /health and /setup) never delays the job, e.g. the first chunk of a publish. ``close()`` waits for the last."""
 
     def __init__(self, enabled: bool, project: str, client: Callable[[], LabelStudioClient]):
         self.enabled, self.project, self._make_client = enabled, project, client
         self._client: LabelStudioClient | None = None
         self._phase: object = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ls-state-{project}")
+        self._last: Future | None = None
 
     def __call__(self, record: dict, current: dict | None) -> None:
         phase = (record.get("state"), (record.get("progress") or {}).get("phase"))
@@ -108,7 +115,11 @@ class StateReporter:
             return
         self._phase = phase
         line = state_line(record, current)
-        if line is None:
+        if line is not None:
+            self._last = self._writer.submit(self._write, line)
+
+    def _write(self, line: str) -> None:
+        if not self.enabled:
             return
         try:
             if self._client is None:
@@ -118,3 +129,12 @@ class StateReporter:
             self.enabled = False
             return
         show(self._client, self.project, line)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Wait (at most ``timeout`` s) for the last write, then let the writer thread go."""
+        if self._last is not None:
+            try:
+                self._last.result(timeout=timeout)
+            except FutureTimeout:
+                log.warning("project %s: the training state is still being written to Label Studio", self.project)
+        self._writer.shutdown(wait=False)

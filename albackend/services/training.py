@@ -224,5 +224,6 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
     finally:  # redacted, JSON-safe, heartbeat stopped
         record = jobs.finish_record(settings, store, project, record)
     show_state(record, store.current(project))
+    show_state.close()
     log.info("project %s: job %s %s in %.1fs", project, job_id, record["state"], record["duration_s"])
     return record

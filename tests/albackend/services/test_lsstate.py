@@ -4,6 +4,7 @@ Against a real Label Studio: tests/e2e/test_ls_first_run.py."""
 from __future__ import annotations
 
 import calendar
+import time
 
 from albackend.adapters.lsclient import LabelStudioClient
 from albackend.services.lsstate import StateReporter, own_records, show, state_line, with_line
@@ -118,11 +119,32 @@ def test_reporter_writes_once_per_state_and_phase_and_never_fails_the_job():
         record["progress"]["scored"] = 10
         report(record, None)  # same phase: LS is not asked again
         report({**record, "state": "finished", "finished_at": T0}, CURRENT)
+        report.close()
         assert len(ls.seen("GET", "/api/ml?")) == 3
         assert ls.records[1]["description"].endswith("(iteration 1, 40 gold) is current")
     finally:
         ls.stop()
     unreachable = StateReporter(True, "3", lambda: LabelStudioClient(ls.url, "legacy-token"))
     unreachable({"state": "failed", "finished_at": T0, "reason": "x"}, None)  # logged, not raised
+    unreachable.close()
     disabled = StateReporter(False, "3", lambda: 1 / 0)
     disabled({"state": "running"}, None)
+    disabled.close()
+    assert disabled._last is None and unreachable._last.exception() is None
+
+
+def test_the_job_does_not_wait_for_label_studio(monkeypatch):
+    """A slow Label Studio delays only the reporter's own thread; close() bounds the wait at the job's end."""
+    from tests.support.fakes import SlowHTTPServer
+
+    slow = SlowHTTPServer(delay=3.0, status=200, body=[]).start()
+    try:
+        report = StateReporter(True, "3", lambda: LabelStudioClient(slow.url, "legacy-token"))
+        t0 = time.perf_counter()
+        report({"state": "running", "started_at": T0, "progress": {"phase": "training"}}, None)
+        report({"state": "running", "started_at": T0, "progress": {"phase": "publishing"}}, None)
+        assert time.perf_counter() - t0 < 0.5
+        report.close(timeout=0.2)
+        assert time.perf_counter() - t0 < 1.5
+    finally:
+        slow.stop()
