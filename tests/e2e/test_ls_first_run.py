@@ -195,7 +195,8 @@ def test_personal_access_token_end_to_end(label_studio_pat, tmp_path):
         assert len(scores) == N_TASKS - N_SEED and job["stats"]["predictions_pushed"] == N_TASKS - N_SEED
         info = ls.get_project(project)
         assert info["model_version"] == version and info["sampling"] == "Uncertainty sampling"
-        assert "finished" in ls.get_ml(ml["id"])["description"]
+        services.wait_until(lambda: "Training: finished" in ls.get_ml(ml["id"])["description"], 60, 2.0,
+                            "the finished job in the ML backend description")  # written after the job record
         logs = stack.logs(200_000)
         assert pat not in logs and pat.split(".")[2] not in logs, "the token must never be logged"
     finally:
