@@ -1,12 +1,13 @@
 """The deployment files: the compose worker's own healthcheck, run against a real Redis and RQ worker."""
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import services
 
@@ -14,8 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _healthcheck(service: str) -> list[str]:
-    spec = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][service]
-    test = spec["healthcheck"]["test"]
+    """The service's own healthcheck command (its ``test:`` line is a JSON list) from docker-compose.yml."""
+    compose = (REPO / "docker-compose.yml").read_text()
+    block = re.search(rf"^  {service}:\n((?:    .*\n|\s*\n)+)", compose, re.M)
+    assert block, f"no service {service!r} in docker-compose.yml"
+    line = re.search(r"^      test: (\[.*\])$", block.group(1), re.M)
+    assert line, f"service {service!r} has no healthcheck of its own"
+    test = json.loads(line.group(1))
     assert test[0] == "CMD" and test[1] == "python", test
     return [sys.executable, *test[2:]]  # the image's python is this interpreter here
 
