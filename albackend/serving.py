@@ -19,6 +19,7 @@ from albackend.models.acquisition import AcquisitionModel
 from albackend.predictions import load_mahalanobis
 from albackend.predstore import PredictionStore
 from albackend.rescoring import score_texts
+from albackend.services.coldstart import cold_start_answers
 from albackend.settings import Settings
 from albackend.store import ModelStore
 from ups.cache import ScoreCache
@@ -56,6 +57,9 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
     """Exactly one result per task, in order. Returns (results, stats)."""
     loaded = cache.get(project)
     if loaded is None:
+        cold = cold_start_answers(settings, store, project, tasks)
+        if cold is not None:
+            return cold, {"model": None, "cold_start": True}
         return [{"result": [], "score": 0.0, "model_version": fallback_version} for _ in tasks], {"model": None}
     version, model, fit = loaded
     strategy = model.meta.get("strategy", "least_confident")

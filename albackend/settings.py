@@ -43,6 +43,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "SCORE_SHARD_SIZE": ("1000", "With REDIS_URL: a rescoring chunk of at least two shards of this many tasks is scored by every free RQ worker (0 = never shard)."),
     "PUSH_BATCH": ("2000", "Predictions per POST to Label Studio's import/predictions (bench/ls_push.py: 2000 per request stores 12x faster than 100; parallel requests are slower on LS's SQLite)."),
     "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
+    "COLD_START": ("true", "Before the first model: rank the pool by representativeness and diversity (k-means on the acquisition model's pretrained encoder, mean-pooled) and push it as predictions of version coldstart-<project>, so Label Studio serves typical, distinct tasks first (see README)."),
+    "COLD_START_SAMPLE": ("2000", "Cold start: tasks embedded, ranked and pushed first; the rest of the pool is embedded chunk by chunk (PUBLISH_CHUNK) and placed into that ranking."),
+    "NEAR_DUPLICATE_THRESHOLD": ("0.92", "Cosine similarity (centred encoder embeddings) from which a task in the top NEAR_DUPLICATE_TOP of a published ranking counts as a near-duplicate of a better one and is served after every distinct task; 0 = off."),
+    "NEAR_DUPLICATE_TOP": ("100", "How many best-ranked tasks of the cold start and of every retrain's ranking are kept free of near-duplicates."),
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
     "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
     "MAX_REQUEST_MB": ("32", "Largest request body accepted (MB); larger ones get 413 before being read. 32 MB holds a 1,000-task /predict of 30 KB texts."),
@@ -148,6 +152,10 @@ class Settings:
     score_shard_size: int
     push_batch: int
     keep_prediction_versions: int
+    cold_start: bool
+    cold_start_sample: int
+    near_duplicate_threshold: float
+    near_duplicate_top: int
     retrain_every: int
     set_sampling: bool
     max_request_mb: float
@@ -204,6 +212,10 @@ class Settings:
             score_shard_size=max(0, int(num("SCORE_SHARD_SIZE", int))),
             push_batch=max(1, int(num("PUSH_BATCH", int))),
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
+            cold_start=_bool(env("COLD_START")),
+            cold_start_sample=max(1, int(num("COLD_START_SAMPLE", int))),
+            near_duplicate_threshold=float(num("NEAR_DUPLICATE_THRESHOLD", float)),
+            near_duplicate_top=max(0, int(num("NEAR_DUPLICATE_TOP", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
             set_sampling=_bool(env("SET_SAMPLING")),
             max_request_mb=float(num("MAX_REQUEST_MB", float)),

@@ -27,6 +27,7 @@ from albackend.predictions import load_mahalanobis, resolve_strategy, save_mahal
 from albackend.publish import Publisher, prune_versions
 from albackend.sharding import ShardedScorer
 from albackend.rescoring import rescore_pool, unlabeled_pool
+from albackend.services.embeddings import near_duplicate_filter
 from albackend.settings import Settings
 from albackend.store import ModelStore, atomic_write_text
 from albackend.strategies import fit_mahalanobis
@@ -133,11 +134,14 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
         return sharded
 
     use_rq = bool(settings.redis_url) and settings.score_shard_size > 0
+    pos = {int(t): i for i, t in enumerate(pool.task_ids)}
+    demote = near_duplicate_filter(settings, store.project_dir(project),
+                                   lambda ids: [pool.texts[pos[int(t)]] for t in ids])
     try:
         _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
                                   iteration=info["iteration"], strategy=info["strategy"], settings=settings,
                                   fit=load_mahalanobis(Path(info["path"])), publish=publisher,
-                                  scale_out=scale_out if use_rq else None)
+                                  scale_out=scale_out if use_rq else None, demote=demote)
     finally:
         publisher.finish()
     if sharded is not None:

@@ -18,7 +18,7 @@ from albackend.settings import ENV_VARS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("albackend", "ups", "plasm")
-PURE_MODULES = ("albackend.strategies", "ups.sampler", "ups.cache", "plasm.filters")
+PURE_MODULES = ("albackend.strategies", "ups.sampler", "ups.cache", "plasm.filters", "albackend.algorithms.coldstart")
 HEAVY = ("torch", "transformers", "requests", "flask")
 
 # The fast-CLI lazy import: `python -m plasm` imports a command's module (torch for run and distil) only after

@@ -1,0 +1,274 @@
+"""Cold start: before the first model exists, Label Studio serves a representative, diverse ranking of the pool.
+
+Why: until the first retrain there is no uncertainty, so without this the seed set is whatever Label Studio serves
+(random); the first labels are the ones a representative, diverse choice helps most. A cold-start round
+(`run_cold_start`) is queued by /setup (connecting the backend) and by TASKS_CREATED, as an RQ job with REDIS_URL
+or a thread otherwise (`request_cold_start`); it never runs inside a request. Under the project's training lock
+and only while no model is published, it
+
+1. syncs the task mirror (the sync a retrain uses; the first retrain then only fetches what changed);
+2. embeds the unlabeled pool with the acquisition model's pretrained encoder (`albackend.services.embeddings`),
+   a random sample of COLD_START_SAMPLE tasks first, and ranks it (`albackend.algorithms.coldstart.rank_pool`);
+3. pushes that ranking best first as predictions of version ``coldstart-<project>`` through the retrain's
+   `albackend.publish.Publisher` (first chunk, then PATCH model_version and sampling, the rest in the
+   background), then embeds the rest chunk by chunk, `place`s it into the ranking and pushes it;
+4. keeps the embeddings and scores: /predict answers with them (`cold_start_answers`), a later round only places
+   tasks imported since, and every retrain keeps the top of its ranking free of near-duplicates with them.
+
+Every pushed task is recorded in ``coldstart.sqlite`` (the /predict answers too), so no task gets two predictions
+of the version. State and figures: ``coldstart.json``, shown in /projects/<id>/status as ``cold_start``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from albackend import jobs
+from albackend.algorithms.coldstart import place, rank_pool
+from albackend.examples import TaskError, int64_id, task_text
+from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.lsclient import LabelStudioError, redact
+from albackend.models.registry import ModelNotFound
+from albackend.predstore import PredictionStore
+from albackend.publish import Publisher
+from albackend.redisconn import RedisError
+from albackend.rescoring import Pool, pool_of
+from albackend.services.embeddings import DATA_FILE, Embed, PoolEmbeddings, default_embed
+from albackend.settings import Settings
+from albackend.store import ModelStore, atomic_write_text, project_key
+from albackend.tasksync import sync_project
+from albackend.taskstore import TaskStore
+from albackend.training import ls_client
+from ups.round import chunk_bounds
+
+log = logging.getLogger(__name__)
+JOB_FUNC = "albackend.rqjobs.cold_start"
+STATE_FILE = "coldstart.json"
+LEDGER_FILE = "coldstart.sqlite"
+CLUSTERS = 50  # k-means clusters: the top of the ranking is the most typical task of the largest ones
+NEIGHBOURS = 20  # typicality: mean distance to this many nearest neighbours in the cluster
+STALE_S = 900.0  # a queued/running round silent this long is taken for dead (a killed worker)
+RETRY_S = 300.0  # a failed round is retried by /setup after this long
+_requests_lock = threading.Lock()
+
+
+def cold_start_version(project: object) -> str:
+    return f"coldstart-{project_key(project)}"
+
+
+def active_version(settings: Settings, store: ModelStore, project: str) -> str | None:
+    """The cold-start version /setup reports while no model exists: once a ranking is stored."""
+    if settings.cold_start and (store.project_dir(project) / DATA_FILE).exists():
+        return cold_start_version(project)
+    return None
+
+
+def read_state(store: ModelStore, project: str) -> dict | None:
+    try:
+        state = json.loads((store.project_dir(project) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _write_state(store: ModelStore, project: str, state: dict) -> None:
+    state["updated_at"] = time.time()
+    atomic_write_text(store.project_dir(project) / STATE_FILE, json.dumps(state, default=str))
+
+
+def request_cold_start(settings: Settings, store: ModelStore, project: str, *, new_tasks: bool = False) -> str:
+    """Queue a cold-start round unless none is needed; returns what was decided (for logs and tests).
+
+    /setup asks once (and again after a failure, RETRY_S later); TASKS_CREATED (``new_tasks``) asks whenever no
+    round is waiting or running. Cheap: two file reads, then a thread start or one RQ enqueue."""
+    if not settings.cold_start:
+        return "off"
+    try:
+        ls_client(settings, store, project)
+    except LabelStudioError as exc:
+        return f"no Label Studio to call back: {exc}"
+    with _requests_lock:
+        if store.current(project) is not None:
+            return "a model is published"
+        state = read_state(store, project) or {}
+        status, age = state.get("state"), time.time() - float(state.get("updated_at") or 0)
+        if status in ("queued", "running") and age < STALE_S:
+            return "already queued"
+        if not new_tasks and (status in ("finished", "skipped") or (status == "failed" and age < RETRY_S)):
+            return f"not needed ({status})"
+        _write_state(store, project, {"state": "queued", "queued_at": time.time(),
+                                      "trigger": "TASKS_CREATED" if new_tasks else "setup"})
+    try:
+        if settings.redis_url:
+            jobs.rq_queue(settings).enqueue(JOB_FUNC, project, job_timeout=6 * 3600, result_ttl=86400,
+                                            failure_ttl=7 * 86400, description=f"cold start project {project}")
+        else:
+            threading.Thread(target=run_cold_start, args=(settings, store, project), daemon=True,
+                             name=f"coldstart-{project}").start()
+    except (RedisError, OSError) as exc:
+        _write_state(store, project, {"state": "failed", "reason": f"cannot queue the cold start: {exc}"})
+        log.warning("project %s: cold start not queued: %s", project, exc)
+        return "failed"
+    log.info("project %s: cold start queued", project)
+    return "queued"
+
+
+def run_cold_start(settings: Settings, store: ModelStore, project: str, embed: Embed | None = None) -> dict:
+    """The cold-start round (RQ job or thread); records its state, never raises."""
+    state = {**(read_state(store, project) or {}), "state": "running", "started_at": time.time(), "reason": None,
+             "progress": None}
+    _write_state(store, project, state)
+
+    def progress(figures: dict) -> None:
+        state["progress"] = {**(state.get("progress") or {}), **figures}
+        _write_state(store, project, state)
+
+    try:
+        with jobs.project_lock(settings, store, project):
+            state.update(_round(settings, store, project, embed or default_embed(settings), progress))
+    except (LabelStudioError, ConfigError, ModelNotFound, ValueError) as exc:
+        log.warning("project %s: cold start failed: %s", project, exc)
+        state.update(state="failed", reason=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a thread or job must record why it stopped
+        log.exception("project %s: cold start crashed", project)
+        state.update(state="failed", reason=f"{type(exc).__name__}: {exc}")
+    if state.get("reason"):
+        state["reason"] = redact(str(state["reason"]), [settings.label_studio_api_key])
+    state["finished_at"] = time.time()
+    state["duration_s"] = round(state["finished_at"] - state["started_at"], 3)
+    _write_state(store, project, state)
+    log.info("project %s: cold start %s in %.1fs%s", project, state["state"], state["duration_s"],
+             f" ({state['reason']})" if state.get("reason") else "")
+    return state
+
+
+def _round(settings: Settings, store: ModelStore, project: str, embed: Embed, progress) -> dict:
+    if store.current(project) is not None:
+        return {"state": "skipped", "reason": "a model is published: its ranking is served"}
+    t0 = time.perf_counter()
+    pdir = store.project_dir(project)
+    client = ls_client(settings, store, project)
+    info, sync = sync_project(client, TaskStore(pdir), project)
+    spec = parse_label_config(info.get("label_config", ""))
+    pool = pool_of(list(TaskStore(pdir).iter_tasks()), spec, settings.max_text_chars)
+    data = PoolEmbeddings.load(pdir, settings.acquisition_model) or PoolEmbeddings(settings.acquisition_model)
+    new = np.flatnonzero(data.positions(pool.task_ids) < 0)
+    figures = {"version": cold_start_version(project), "encoder": settings.acquisition_model,
+               "pool": len(pool.task_ids), "new": len(new), "pool_tasks_without_text": pool.skipped,
+               "sync": sync.as_dict(), "seconds": {"sync": round(time.perf_counter() - t0, 3)}}
+    if len(new) == 0:
+        return {**figures, "state": "skipped", "reason": "every pool task already has its cold-start score"}
+    publisher = Publisher(client, project, figures["version"], settings, info, progress)
+    rounds = _Pushes(settings, pdir, figures["version"], publisher, len(new))
+    try:
+        if data.ranking is None:
+            sample = np.sort(np.random.default_rng(settings.seed).permutation(new)[: settings.cold_start_sample])
+            _rank_sample(settings, data, pool, sample, embed, rounds)
+            new = np.setdiff1d(new, sample)
+        for start, end in chunk_bounds(len(new), settings.publish_chunk, settings.publish_chunk):
+            rows = new[start:end]
+            t = time.perf_counter()
+            emb = embed([pool.texts[i] for i in rows])
+            rounds.embed_s += time.perf_counter() - t
+            scores = place(data.ranking, emb)
+            data.add(pool.task_ids[rows], emb, scores)
+            data.save(pdir)
+            rounds.push(pool.task_ids[rows], scores)
+    finally:
+        publisher.finish()
+    if publisher.current_after_s is None:  # every task already answered by /predict: still make it current
+        publisher.make_current()
+    figures["seconds"].update(embed=round(rounds.embed_s, 3), rank=round(rounds.rank_s, 3),
+                              total=round(time.perf_counter() - t0, 3))
+    figures["embed_tasks_per_s"] = round(len(np.flatnonzero(data.positions(pool.task_ids) >= 0))
+                                         / max(rounds.embed_s, 1e-9), 1)
+    return {**figures, **publisher.figures(), "state": "finished"}
+
+
+def _rank_sample(settings: Settings, data: PoolEmbeddings, pool: Pool, sample: np.ndarray, embed: Embed,
+                 pushes: "_Pushes") -> None:
+    """Embed and rank the sample, store it (rows = the ranking's positions), push it best first."""
+    t = time.perf_counter()
+    emb = embed([pool.texts[i] for i in sample])
+    pushes.embed_s += time.perf_counter() - t
+    t = time.perf_counter()
+    ranking = rank_pool(emb, clusters=CLUSTERS, neighbours=NEIGHBOURS, top=settings.near_duplicate_top,
+                        threshold=settings.near_duplicate_threshold, seed=settings.seed)
+    pushes.rank_s += time.perf_counter() - t
+    ids = pool.task_ids[sample]
+    data.ranking, data.ranked = ranking, len(ids)
+    data.add(ids, emb, ranking.scores)
+    data.save(pushes.project_dir)
+    best_first = ranking.order
+    for start, end in chunk_bounds(len(ids), settings.publish_first_chunk, settings.publish_chunk):
+        pushes.push(ids[best_first[start:end]], ranking.scores[best_first[start:end]])
+
+
+class _Pushes:
+    """Cold-start predictions to Label Studio through the publisher, each task once (the ledger)."""
+
+    def __init__(self, settings: Settings, project_dir: Path, version: str, publisher: Publisher, total: int):
+        self.project_dir, self.version, self.publisher, self.total = project_dir, version, publisher, total
+        self.ledger = PredictionStore(project_dir / LEDGER_FILE)
+        self.done, self.embed_s, self.rank_s = 0, 0.0, 0.0
+
+    def push(self, ids: np.ndarray, scores: np.ndarray) -> None:
+        known = self.ledger.get([int(t) for t in ids])
+        rows = [(int(t), float(s)) for t, s in zip(ids, scores) if known.get(int(t), ("",))[0] != self.version]
+        self.done += len(ids)
+        if rows:
+            self.publisher([{"task": t, "result": [], "score": s, "model_version": self.version} for t, s in rows],
+                           self.done, self.total)
+            self.ledger.put((t, self.version, s, []) for t, s in rows)
+
+
+def cold_start_answers(settings: Settings, store: ModelStore, project: str, tasks: list,
+                       embed: Embed | None = None) -> list[dict] | None:
+    """/predict before the first model: each task's cold-start score (version ``coldstart-<project>``); a task the
+    ranking lacks is embedded now and placed into it. None when there is no ranking (cold start off or not done
+    yet): the caller answers as without one."""
+    if not settings.cold_start:
+        return None
+    pdir = store.project_dir(project)
+    data = PoolEmbeddings.load(pdir, settings.acquisition_model)
+    spec = _spec(pdir)
+    if data is None or data.ranking is None or spec is None:
+        return None
+    version = cold_start_version(project)
+    ids = [int64_id(t.get("id")) if isinstance(t, dict) else None for t in tasks]
+    at = data.positions(np.array([-1 if i is None else i for i in ids], dtype=np.int64))
+    scores = np.ones(len(tasks))  # a task without usable text: served last
+    todo, texts = [], []
+    for k, task in enumerate(tasks):
+        if at[k] >= 0:
+            scores[k] = data.scores[at[k]]
+            continue
+        try:
+            texts.append(task_text(task, spec, settings.max_text_chars))
+        except TaskError as exc:
+            log.info("predict: task %s gets the last cold-start score: %s", ids[k], exc)
+            continue
+        todo.append(k)
+    if todo:
+        scores[todo] = place(data.ranking, (embed or default_embed(settings))(texts))
+        PredictionStore(pdir / LEDGER_FILE).put(
+            (ids[k], version, float(scores[k]), []) for k in todo if ids[k] is not None)
+    return [{"result": [], "score": float(s), "model_version": version} for s in scores]
+
+
+def _spec(project_dir: Path) -> TaskSpec | None:
+    """The label config /setup stored (which data field holds the text)."""
+    try:
+        return TaskSpec.from_dict(json.loads((project_dir / "spec.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cold_start_status(store: ModelStore, project: str) -> dict | None:
+    """For /projects/<id>/status: the last round's state and figures."""
+    return read_state(store, project)
