@@ -154,6 +154,8 @@ def _check(st: Settings, kind: str) -> None:
     spec = TaskSpec(kind, "label", "text", "text", ("A", "B"))
     for c in st.configs:
         resolve_strategy(spec, c.strategy)
+        if c.seed_set == "coldstart" and c.acquisition in CLASSICAL:
+            raise ValueError(f"{c.name}: a cold-start seed set embeds with an HF encoder, not {c.acquisition!r}")
         names = [c.acquisition] + ([c.successor] if c.successor != "acquisition" else [])
         names += [c.teacher] if c.plasm else []
         for name in names:

@@ -157,9 +157,11 @@ class Ranking:
     threshold: float
 
 
-def rank_pool(emb: np.ndarray, *, clusters: int = 50, neighbours: int = 20, top: int = 100,
-              threshold: float = 0.92, seed: int = 0) -> Ranking:
-    """The cold-start ranking of a pool from its embeddings (n, d); deterministic for a seed."""
+def rank_pool(emb: np.ndarray, *, top: int, threshold: float, clusters: int = 50, neighbours: int = 20,
+              seed: int = 0) -> Ranking:
+    """The cold-start ranking of a pool from its embeddings (n, d); deterministic for a seed. ``top`` and
+    ``threshold``: the near-duplicate filter (NEAR_DUPLICATE_TOP / _THRESHOLD). 50 clusters put the most typical
+    task of each of the 50 largest regions of the pool first; 20 neighbours give a stable typicality."""
     emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (n, d), got shape {emb.shape}")
@@ -180,7 +182,8 @@ def rank_pool(emb: np.ndarray, *, clusters: int = 50, neighbours: int = 20, top:
 def place(r: Ranking, emb: np.ndarray) -> np.ndarray:
     """Cold-start scores of tasks outside the ranking (imported later, or embedded after the ranked sample), as
     if each were inserted alone: its cluster, its typicality among that cluster's members, hence its Sainte-Laguë
-    priority and rank. The ranking's own scores stay as they are; near-duplicates of its top go to the end."""
+    priority and rank. The ranking's own scores stay as they are. Near-duplicates are the caller's `TopBatch`'s
+    business: a placed task may duplicate one placed before it."""
     n = len(r.order)
     if n == 0:
         raise ValueError("an empty ranking places nothing: rank the tasks themselves with rank_pool")
@@ -199,28 +202,8 @@ def place(r: Ranking, emb: np.ndarray) -> np.ndarray:
         better = len(members) - np.searchsorted(member_typ, typ, side="right")
         quot[new] = sizes[c] / (2.0 * better + 1.0)
     ranked_q = np.sort(r.quotient[r.quotient >= 0])
-    pos = (len(ranked_q) - np.searchsorted(ranked_q, quot, side="right")).astype(np.float64)
-    pos = _demote_placed(r, q, pos)
+    pos = len(ranked_q) - np.searchsorted(ranked_q, quot, side="right")
     return np.clip(pos / max(n - 1, 1), 0.0, 1.0)
-
-
-def _demote_placed(r: Ranking, q: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Placed tasks that land in the top but near-duplicate a top task (or an earlier placed one) go last."""
-    n = len(r.order)
-    if r.threshold <= 0 or r.top <= 0:
-        return pos
-    batch = TopBatch(r.top, r.threshold)
-    head = r.order[: r.top]
-    batch.admit(r.scores[head], lambda i: r.x[head[i]], centred=True)
-    out = pos.copy()
-    for i in np.argsort(pos, kind="stable"):
-        if pos[i] >= r.top:
-            break
-        before = batch.demoted  # inserted just before the ranked task now at its position
-        batch.admit(np.array([(pos[i] - 0.5) / max(n - 1, 1)]), lambda _, i=i: q[[i]], centred=True)
-        if batch.demoted > before:
-            out[i] = n - 1
-    return out
 
 
 class TopBatch:
@@ -242,39 +225,38 @@ class TopBatch:
     def enabled(self) -> bool:
         return self.top > 0 and self.threshold > 0
 
-    def candidates(self, scores: np.ndarray) -> np.ndarray:
-        """Indices of ``scores`` that could enter the top now (lowest first)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        if not self.enabled:
-            return np.zeros(0, dtype=np.int64)
-        order = np.argsort(scores, kind="stable")
-        if len(self.scores) >= self.top:
-            order = order[scores[order] < self.scores.max()]
-        return order[: self.top]
+    def _enters(self, score: float) -> bool:
+        return len(self.scores) < self.top or score < self.scores.max()
 
-    def admit(self, scores: np.ndarray, embed: Callable[[np.ndarray], np.ndarray], *,
-              centred: bool = False) -> np.ndarray:
-        """``scores`` with near-duplicates of the top raised by `DEMOTE`; ``embed(indices)`` gives rows of the
-        candidates (already centred unit rows when ``centred``)."""
+    def admit(self, scores: np.ndarray, embed: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``scores`` with near-duplicates of the top raised by `DEMOTE`. ``embed(indices)`` gives embeddings
+        (centred by ``mean`` and normalised here), asked for ``top`` candidates at a time, best first, and only
+        while the next candidate could still enter the top."""
         out = np.asarray(scores, dtype=np.float64).copy()
-        cand = self.candidates(out)
-        if len(cand) == 0:
+        if not self.enabled:
             return out
-        rows = np.asarray(embed(cand), dtype=np.float32)
-        x = rows if centred else unit_rows(rows, self.mean)
-        if self.x is None:
-            self.x = np.zeros((0, x.shape[1]), dtype=np.float32)
-        for j, i in enumerate(cand):
-            full = len(self.scores) >= self.top
-            if full and out[i] >= self.scores.max():
-                continue
-            if len(self.scores) and float(np.max(self.x @ x[j])) >= self.threshold:
-                out[i] += DEMOTE
-                self.demoted += 1
-                continue
-            if full:
-                worst = int(np.argmax(self.scores))
-                self.scores, self.x = np.delete(self.scores, worst), np.delete(self.x, worst, axis=0)
-            self.scores = np.append(self.scores, out[i])
-            self.x = np.vstack([self.x, x[j][None]])
+        order = np.argsort(out, kind="stable")
+        for start in range(0, len(order), self.top):
+            block = order[start:start + self.top]
+            if not self._enters(out[block[0]]):
+                break
+            x = unit_rows(np.asarray(embed(block), dtype=np.float32), self.mean)
+            if self.x is None:
+                self.x = np.zeros((0, x.shape[1]), dtype=np.float32)
+            for j, i in enumerate(block):
+                if not self._enters(out[i]):
+                    return out  # sorted: no later task can enter either
+                self._take(out, i, x[j])
         return out
+
+    def _take(self, out: np.ndarray, i: int, row: np.ndarray) -> None:
+        """Demote task ``i`` if it near-duplicates a member, else make it a member (dropping the worst if full)."""
+        if len(self.scores) and float(np.max(self.x @ row)) >= self.threshold:
+            out[i] += DEMOTE
+            self.demoted += 1
+            return
+        if len(self.scores) >= self.top:
+            worst = int(np.argmax(self.scores))
+            self.scores, self.x = np.delete(self.scores, worst), np.delete(self.x, worst, axis=0)
+        self.scores = np.append(self.scores, out[i])
+        self.x = np.vstack([self.x, row[None]])

@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 JOB_FUNC = "albackend.rqjobs.cold_start"
 STATE_FILE = "coldstart.json"
 LEDGER_FILE = "coldstart.sqlite"
-CLUSTERS = 50  # k-means clusters: the top of the ranking is the most typical task of the largest ones
-NEIGHBOURS = 20  # typicality: mean distance to this many nearest neighbours in the cluster
 STALE_S = 900.0  # a queued/running round silent this long is taken for dead (a killed worker)
 RETRY_S = 300.0  # a failed round is retried by /setup after this long
 _requests_lock = threading.Lock()
@@ -163,59 +161,70 @@ def _round(settings: Settings, store: ModelStore, project: str, embed: Embed, pr
                "sync": sync.as_dict(), "seconds": {"sync": round(time.perf_counter() - t0, 3)}}
     if len(new) == 0:
         return {**figures, "state": "skipped", "reason": "every pool task already has its cold-start score"}
-    publisher = Publisher(client, project, figures["version"], settings, info, progress)
-    rounds = _Pushes(settings, pdir, figures["version"], publisher, len(new))
+    run = _Run(settings, pdir, data, pool, embed, Publisher(client, project, figures["version"], settings, info,
+                                                           progress), len(new))
     try:
         if data.ranking is None:
             sample = np.sort(np.random.default_rng(settings.seed).permutation(new)[: settings.cold_start_sample])
-            _rank_sample(settings, data, pool, sample, embed, rounds)
+            run.rank(sample)
             new = np.setdiff1d(new, sample)
         for start, end in chunk_bounds(len(new), settings.publish_chunk, settings.publish_chunk):
-            rows = new[start:end]
-            t = time.perf_counter()
-            emb = embed([pool.texts[i] for i in rows])
-            rounds.embed_s += time.perf_counter() - t
-            scores = place(data.ranking, emb)
-            data.add(pool.task_ids[rows], emb, scores)
-            data.save(pdir)
-            rounds.push(pool.task_ids[rows], scores)
+            run.place(new[start:end])
     finally:
-        publisher.finish()
-    if publisher.current_after_s is None:  # every task already answered by /predict: still make it current
-        publisher.make_current()
-    figures["seconds"].update(embed=round(rounds.embed_s, 3), rank=round(rounds.rank_s, 3),
+        run.publisher.finish()
+    if run.publisher.current_after_s is None:  # every task already answered by /predict: still make it current
+        run.publisher.make_current()
+    figures["seconds"].update(embed=round(run.embed_s, 3), rank=round(run.rank_s, 3),
                               total=round(time.perf_counter() - t0, 3))
-    figures["embed_tasks_per_s"] = round(len(np.flatnonzero(data.positions(pool.task_ids) >= 0))
-                                         / max(rounds.embed_s, 1e-9), 1)
-    return {**figures, **publisher.figures(), "state": "finished"}
+    figures.update(embedded=run.embedded, embed_tasks_per_s=round(run.embedded / max(run.embed_s, 1e-9), 1),
+                   near_duplicates_demoted=run.batch.demoted if run.batch else 0)
+    return {**figures, **run.publisher.figures(), "state": "finished"}
 
 
-def _rank_sample(settings: Settings, data: PoolEmbeddings, pool: Pool, sample: np.ndarray, embed: Embed,
-                 pushes: "_Pushes") -> None:
-    """Embed and rank the sample, store it (rows = the ranking's positions), push it best first."""
-    t = time.perf_counter()
-    emb = embed([pool.texts[i] for i in sample])
-    pushes.embed_s += time.perf_counter() - t
-    t = time.perf_counter()
-    ranking = rank_pool(emb, clusters=CLUSTERS, neighbours=NEIGHBOURS, top=settings.near_duplicate_top,
-                        threshold=settings.near_duplicate_threshold, seed=settings.seed)
-    pushes.rank_s += time.perf_counter() - t
-    ids = pool.task_ids[sample]
-    data.ranking, data.ranked = ranking, len(ids)
-    data.add(ids, emb, ranking.scores)
-    data.save(pushes.project_dir)
-    best_first = ranking.order
-    for start, end in chunk_bounds(len(ids), settings.publish_first_chunk, settings.publish_chunk):
-        pushes.push(ids[best_first[start:end]], ranking.scores[best_first[start:end]])
+class _Run:
+    """One round's embedding, ranking and pushes: each task pushed once (the ledger), the top kept distinct."""
 
-
-class _Pushes:
-    """Cold-start predictions to Label Studio through the publisher, each task once (the ledger)."""
-
-    def __init__(self, settings: Settings, project_dir: Path, version: str, publisher: Publisher, total: int):
-        self.project_dir, self.version, self.publisher, self.total = project_dir, version, publisher, total
+    def __init__(self, settings: Settings, project_dir: Path, data: PoolEmbeddings, pool: Pool, embed: Embed,
+                 publisher: Publisher, total: int):
+        self.settings, self.project_dir, self.data, self.pool, self._embed = settings, project_dir, data, pool, embed
+        self.publisher, self.total, self.version = publisher, total, publisher.version
         self.ledger = PredictionStore(project_dir / LEDGER_FILE)
-        self.done, self.embed_s, self.rank_s = 0, 0.0, 0.0
+        self.batch = self._top_batch() if data.ranking is not None else None
+        self.done, self.embedded, self.embed_s, self.rank_s = 0, 0, 0.0, 0.0
+
+    def _top_batch(self):
+        return self.data.top_batch(self.settings.near_duplicate_top, self.settings.near_duplicate_threshold)
+
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        t = time.perf_counter()
+        emb = self._embed([self.pool.texts[i] for i in rows])
+        self.embed_s += time.perf_counter() - t
+        self.embedded += len(rows)
+        return emb
+
+    def rank(self, sample: np.ndarray) -> None:
+        """Embed and rank the sample, store it (its rows are the ranking's positions), push it best first."""
+        emb = self.embed(sample)
+        t = time.perf_counter()
+        ranking = rank_pool(emb, top=self.settings.near_duplicate_top,
+                            threshold=self.settings.near_duplicate_threshold, seed=self.settings.seed)
+        self.rank_s += time.perf_counter() - t
+        ids = self.pool.task_ids[sample]
+        self.data.ranking, self.data.ranked = ranking, len(ids)
+        self.data.add(ids, emb, ranking.scores)
+        self.data.save(self.project_dir)
+        self.batch = self._top_batch()  # the ranking's top is distinct already (rank_pool)
+        best = ranking.order
+        for start, end in chunk_bounds(len(ids), self.settings.publish_first_chunk, self.settings.publish_chunk):
+            self.push(ids[best[start:end]], ranking.scores[best[start:end]])
+
+    def place(self, rows: np.ndarray) -> None:
+        """Embed more pool tasks, place them into the ranking (near-duplicates of the top demoted), push them."""
+        emb = self.embed(rows)
+        scores = self.batch.admit(place(self.data.ranking, emb), lambda i: emb[i])
+        self.data.add(self.pool.task_ids[rows], emb, scores)
+        self.data.save(self.project_dir)
+        self.push(self.pool.task_ids[rows], scores)
 
     def push(self, ids: np.ndarray, scores: np.ndarray) -> None:
         known = self.ledger.get([int(t) for t in ids])
@@ -255,7 +264,9 @@ def cold_start_answers(settings: Settings, store: ModelStore, project: str, task
             continue
         todo.append(k)
     if todo:
-        scores[todo] = place(data.ranking, (embed or default_embed(settings))(texts))
+        emb = (embed or default_embed(settings))(texts)
+        batch = data.top_batch(settings.near_duplicate_top, settings.near_duplicate_threshold)
+        scores[todo] = batch.admit(place(data.ranking, emb), lambda i: emb[i])
         PredictionStore(pdir / LEDGER_FILE).put(
             (ids[k], version, float(scores[k]), []) for k in todo if ids[k] is not None)
     return [{"result": [], "score": float(s), "model_version": version} for s in scores]

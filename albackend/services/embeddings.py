@@ -114,6 +114,15 @@ class PoolEmbeddings:
         self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
         self.scores = np.concatenate([self.scores, np.asarray(scores, dtype=np.float64)])
 
+    def top_batch(self, top: int, threshold: float) -> TopBatch:
+        """A `TopBatch` holding the best ``top`` stored tasks: what Label Studio serves first right now."""
+        mean = self.ranking.mean if self.ranking is not None else None
+        batch = TopBatch(top, threshold, mean)
+        best = np.argsort(self.scores, kind="stable")[: max(int(top), 0)]
+        if batch.enabled and len(best):
+            batch.admit(self.scores[best], lambda i: self.emb[best[i]].astype(np.float32))
+        return batch
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id, -1 where it has none."""
         ids = np.asarray(ids, dtype=np.int64)

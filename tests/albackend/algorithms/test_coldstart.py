@@ -36,7 +36,7 @@ def test_scores_follow_the_backends_direction_and_span_0_to_1():
 def test_top_covers_every_cluster_and_outliers_come_last():
     emb, blob = blobs([100, 90, 80, 70], seed=3)
     emb = np.vstack([emb, emb.mean(0) + 30 * np.eye(emb.shape[1])[1]])  # one far outlier, row 340
-    r = rank_pool(emb, clusters=4, neighbours=10, threshold=0, seed=1)  # no near-duplicate demotion here
+    r = rank_pool(emb, clusters=4, neighbours=10, top=0, threshold=0, seed=1)  # no near-duplicate demotion here
     assert sorted(blob[r.order[:4]].tolist()) == [0, 1, 2, 3]  # one per cluster first (quotients 100..70 > 100/3)
     mates = r.order[r.labels[r.order] == r.labels[340]]
     assert mates[-1] == 340  # the outlier is its cluster's last pick, among the last tenth overall
@@ -45,7 +45,7 @@ def test_top_covers_every_cluster_and_outliers_come_last():
 
 def test_deeper_down_clusters_are_represented_by_size():
     emb, blob = blobs([300, 200, 100, 50], seed=4)
-    r = rank_pool(emb, clusters=4, neighbours=10, top=0, seed=0)
+    r = rank_pool(emb, clusters=4, neighbours=10, top=0, threshold=0, seed=0)
     head = np.bincount(blob[r.order[:65]], minlength=4)
     assert head[0] > head[1] > head[2] > head[3] >= 1, head
 
@@ -65,20 +65,20 @@ def test_the_most_typical_member_of_a_cluster_comes_first():
 
 def test_deterministic_for_a_seed():
     emb, _ = blobs([60, 40, 20], seed=2)
-    a, b = rank_pool(emb, clusters=6, seed=7), rank_pool(emb, clusters=6, seed=7)
+    a, b = (rank_pool(emb, clusters=6, top=10, threshold=0.9, seed=7) for _ in range(2))
     assert np.array_equal(a.order, b.order) and np.array_equal(a.scores, b.scores)
 
 
 def test_rank_scores_edge_cases():
     assert rank_scores(np.array([0])).tolist() == [0.0]
     assert rank_scores(np.array([2, 0, 1])).tolist() == [0.5, 1.0, 0.0]
-    r = rank_pool(np.zeros((0, 4)))
+    r = rank_pool(np.zeros((0, 4)), top=5, threshold=0.9)
     assert len(r.order) == 0 and len(r.scores) == 0
 
 
 def test_input_shape_is_checked():
     with pytest.raises(ValueError, match="2-D"):
-        rank_pool(np.zeros(5))
+        rank_pool(np.zeros(5), top=5, threshold=0.9)
 
 
 @settings(max_examples=40, deadline=None)
@@ -137,7 +137,7 @@ def test_property_streamed_top_is_distinct_and_only_duplicates_move(n, top, chun
     assert max_pairwise_cos(x[best]) < 0.97
 
 
-def test_top_batch_asks_embeddings_only_for_candidates():
+def test_top_batch_asks_embeddings_best_first_and_only_while_tasks_can_enter():
     asked: list[int] = []
     batch = TopBatch(2, 0.9)
     emb = np.eye(6)
@@ -147,25 +147,38 @@ def test_top_batch_asks_embeddings_only_for_candidates():
         return emb[idx]
 
     batch.admit(np.array([0.1, 0.2, 0.9]), rows)
+    assert asked == [0, 1]  # the top is full with 0.1 and 0.2: 0.9 cannot enter
     asked.clear()
     batch.admit(np.array([0.95, 0.05, 0.5]), lambda idx: rows(idx + 3))
-    assert asked == [4]  # 0.95 and 0.5 cannot enter a top whose worst is 0.2
+    assert asked == [4, 5]  # one block of `top`, best first; 0.95 is never embedded
     assert TopBatch(0, 0.9).admit(np.array([0.3]), rows).tolist() == [0.3]
 
 
+def test_top_batch_checks_past_demoted_candidates():
+    """A chunk whose best `top` are copies of one task: the next distinct tasks still enter, and are checked."""
+    batch = TopBatch(3, 0.95)
+    emb = np.array([[1.0, 0, 0]] * 4 + [[0, 1.0, 0], [0, 1.0, 0.01], [0, 0, 1.0]])
+    out = batch.admit(np.arange(7) / 10, lambda idx: emb[idx])
+    assert (out > 1).tolist() == [False, True, True, True, False, True, False]
+
+
 # ------------------------------------------------------------------------------------------------------ place
-def test_place_ranks_a_typical_newcomer_high_an_outlier_low_and_a_duplicate_last():
+def test_place_ranks_a_typical_newcomer_high_and_an_outlier_low():
     emb, _ = blobs([200, 100, 50], spread=1.0, seed=5)
     r = rank_pool(emb, clusters=3, neighbours=10, top=10, threshold=0.995, seed=0)
-    centre = emb[:200].mean(0)
-    outlier = emb.mean(0) + 40 * np.eye(emb.shape[1])[0]
-    dup_of_best = emb[r.order[0]]
-    s = place(r, np.vstack([centre, outlier, dup_of_best]))
-    assert s[0] < 0.05 and s[1] > 0.5 and s[2] == 1.0
+    new = np.vstack([emb[:200].mean(0), emb.mean(0) + 40 * np.eye(emb.shape[1])[0], emb[r.order[0]]])
+    s = place(r, new)
+    assert s[0] < 0.05 and s[1] > 0.5 and s[2] < 0.05  # the centre of the largest cluster, an outlier, a copy
     assert np.array_equal(r.scores, rank_scores(r.order))  # the ranking itself is unchanged
+    # the publisher's TopBatch, holding the ranking's top, sends the copy of the best task behind every other
+    batch = TopBatch(10, 0.995, r.mean)
+    head = r.order[:10]
+    batch.admit(r.scores[head], lambda i: emb[head[i]])
+    out = batch.admit(s, lambda i: new[i])
+    assert out[2] == s[2] + DEMOTE and out[0] == s[0] and out[1] == s[1]
     assert place(r, np.zeros((0, emb.shape[1]))).shape == (0,)
     with pytest.raises(ValueError, match="empty ranking"):
-        place(rank_pool(np.zeros((0, 3))), np.ones((1, 3)))
+        place(rank_pool(np.zeros((0, 3)), top=1, threshold=0.9), np.ones((1, 3)))
 
 
 def test_place_agrees_with_ranking_the_whole_pool():
@@ -173,7 +186,7 @@ def test_place_agrees_with_ranking_the_whole_pool():
     emb, _ = blobs([400, 200, 100, 30], dim=12, spread=0.4, seed=9)
     perm = np.random.default_rng(0).permutation(len(emb))
     half, rest = perm[:365], perm[365:]
-    r = rank_pool(emb[half], clusters=4, top=0, seed=0)
-    full = rank_pool(emb, clusters=4, top=0, seed=0)
+    r = rank_pool(emb[half], clusters=4, top=0, threshold=0, seed=0)
+    full = rank_pool(emb, clusters=4, top=0, threshold=0, seed=0)
     corr = np.corrcoef(place(r, emb[rest]), full.scores[rest])[0, 1]
     assert corr > 0.6, corr
