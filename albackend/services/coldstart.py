@@ -79,26 +79,35 @@ def _write_state(store: ModelStore, project: str, state: dict) -> None:
     atomic_write_text(store.project_dir(project) / STATE_FILE, json.dumps(state, default=str))
 
 
-def request_cold_start(settings: Settings, store: ModelStore, project: str, *, new_tasks: bool = False) -> str:
-    """Queue a cold-start round unless none is needed; returns what was decided (for logs and tests).
+def why_not(settings: Settings, store: ModelStore, project: str, *, new_tasks: bool = False) -> str | None:
+    """None when a cold-start round should be queued now, else the reason it is not.
 
     /setup asks once (and again after a failure, RETRY_S later); TASKS_CREATED (``new_tasks``) asks whenever no
-    round is waiting or running. Cheap: two file reads, then a thread start or one RQ enqueue."""
+    round is waiting or running; a queued or running round silent for STALE_S is taken for dead."""
     if not settings.cold_start:
         return "off"
     try:
         ls_client(settings, store, project)
     except LabelStudioError as exc:
         return f"no Label Studio to call back: {exc}"
+    if store.current(project) is not None:
+        return "a model is published"
+    state = read_state(store, project) or {}
+    status, age = state.get("state"), time.time() - float(state.get("updated_at") or 0)
+    if status in ("queued", "running") and age < STALE_S:
+        return "already queued"
+    if not new_tasks and (status in ("finished", "skipped") or (status == "failed" and age < RETRY_S)):
+        return f"not needed ({status})"
+    return None
+
+
+def request_cold_start(settings: Settings, store: ModelStore, project: str, *, new_tasks: bool = False) -> str:
+    """Queue a cold-start round unless `why_not`; returns what was decided. Cheap: a few file reads, then a
+    thread start or one RQ enqueue."""
     with _requests_lock:
-        if store.current(project) is not None:
-            return "a model is published"
-        state = read_state(store, project) or {}
-        status, age = state.get("state"), time.time() - float(state.get("updated_at") or 0)
-        if status in ("queued", "running") and age < STALE_S:
-            return "already queued"
-        if not new_tasks and (status in ("finished", "skipped") or (status == "failed" and age < RETRY_S)):
-            return f"not needed ({status})"
+        reason = why_not(settings, store, project, new_tasks=new_tasks)
+        if reason is not None:
+            return reason
         _write_state(store, project, {"state": "queued", "queued_at": time.time(),
                                       "trigger": "TASKS_CREATED" if new_tasks else "setup"})
     try:
