@@ -11,7 +11,8 @@ and only while no model is published, it
    a random sample of COLD_START_SAMPLE tasks first, and ranks it (`albackend.algorithms.coldstart.rank_pool`);
 3. pushes that ranking best first as predictions of version ``coldstart-<project>`` through the retrain's
    `albackend.publish.Publisher` (first chunk, then PATCH model_version and sampling, the rest in the
-   background), then embeds the rest chunk by chunk, `place`s it into the ranking and pushes it;
+   background), then embeds the rest chunk by chunk, `place`s it into the ranking and pushes it — stopping at
+   the next chunk once a retrain is queued, since that retrain waits for the lock and its ranking replaces this;
 4. keeps the embeddings and scores: /predict answers with them (`cold_start_answers`), a later round only places
    tasks imported since, and every retrain keeps the top of its ranking free of near-duplicates with them.
 
@@ -125,6 +126,11 @@ def request_cold_start(settings: Settings, store: ModelStore, project: str, *, n
     return "queued"
 
 
+def retrain_waiting(store: ModelStore, project: str) -> bool:
+    """Whether a training job of the project is queued (it waits for the lock a cold-start round holds)."""
+    return any(j.get("state") == "queued" for j in store.jobs(project, limit=5))
+
+
 def run_cold_start(settings: Settings, store: ModelStore, project: str, embed: Embed | None = None) -> dict:
     """The cold-start round (RQ job or thread); records its state, never raises."""
     state = {**(read_state(store, project) or {}), "state": "running", "started_at": time.time(), "reason": None,
@@ -178,6 +184,9 @@ def _round(settings: Settings, store: ModelStore, project: str, embed: Embed, pr
             run.rank(sample)
             new = np.setdiff1d(new, sample)
         for start, end in chunk_bounds(len(new), settings.publish_chunk, settings.publish_chunk):
+            if retrain_waiting(store, project):  # the first model's ranking is near: do not hold its lock
+                figures["stopped"] = f"a retrain is queued; {len(new) - start} pool tasks left unranked"
+                break
             run.place(new[start:end])
     finally:
         run.publisher.finish()

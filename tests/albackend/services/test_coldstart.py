@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from albackend import jobs
 from albackend.algorithms.coldstart import DEMOTE, rank_pool
 from albackend.app import create_app
 from albackend.labelconfig import parse_label_config
@@ -148,6 +149,9 @@ def test_when_a_cold_start_round_is_queued(settings):
     assert coldstart.why_not(settings, store, "4") == "not needed (failed)"
     state("failed", age=2 * coldstart.RETRY_S)
     assert coldstart.why_not(settings, store, "4") is None  # retried by a later /setup
+    assert not coldstart.retrain_waiting(store, "4")
+    store.write_job("4", jobs.queued_record(jobs.new_job_id("4"), "4", "START_TRAINING"))
+    assert coldstart.retrain_waiting(store, "4")  # a round then stops placing chunks and frees the lock
     train_and_publish(settings, store, "4", parse_label_config(CLS_CONFIG),
                       [labeled(i, "Sports" if i % 2 else "Politics") for i in range(1, 7)], {"seconds": {}})
     assert coldstart.why_not(settings, store, "4", new_tasks=True) == "a model is published"
