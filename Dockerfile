@@ -12,7 +12,6 @@ RUN if [ -n "$TORCH_INDEX" ]; then pip install "$TORCH_SPEC" --index-url "$TORCH
 
 COPY pyproject.toml README.md ./
 COPY albackend ./albackend
-COPY ups ./ups
 COPY plasm ./plasm
 COPY _wsgi.py model.py gunicorn.conf.py ./
 # label-studio-ml without its Flask 1.1.2 / Werkzeug 2.0.2 pins (CVEs): see the README

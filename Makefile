@@ -44,7 +44,7 @@ run: install
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) --timeout 300 _wsgi:app
 
 worker: install
-	$(BIN)/rq worker --url "$${REDIS_URL:?set REDIS_URL}" "$${RQ_QUEUE:-albackend}"
+	$(BIN)/rq worker --worker-class albackend.adapters.rqworker.PreloadedWorker --url "$${REDIS_URL:?set REDIS_URL}" "$${RQ_QUEUE:-albackend}"
 
 test: install install-ls
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

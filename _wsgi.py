@@ -5,7 +5,7 @@ import argparse
 
 import logging
 
-from albackend.app import create_app
+from albackend.adapters.app import create_app
 from albackend.models.runtime import configure_runtime
 from albackend.settings import Settings
 from model import ActiveLearningModel

@@ -3,7 +3,7 @@
 Slow clients: gthread hands each connection to a thread that reads the request, so a client that sends its
 headers and half a body holds a thread. With 128 threads per worker, 64 such clients leave /health and
 /predict their own threads (bench/slow_clients.py measures it), and the app drops a client that stays silent
-mid-body for 10 s (albackend.app.BODY_READ_TIMEOUT_S), so more of them cannot hold threads for long either.
+mid-body for 10 s (albackend.adapters.app.BODY_READ_TIMEOUT_S), so more of them cannot hold threads for long either.
 On the open internet put a buffering reverse proxy (nginx) in front: it absorbs slow clients entirely.
 """
 import os

@@ -19,12 +19,12 @@ except ImportError:  # pragma: no cover - `make install` adds label-studio-ml (-
         def __init__(self, **kwargs) -> None:
             pass
 
-from albackend.labelconfig import TaskSpec
-from albackend.serving import ModelCache, predict_tasks
+from albackend.domain.labelconfig import TaskSpec
+from albackend.services.serving import ModelCache, predict_tasks
 from albackend.services.coldstart import active_version
 from albackend.settings import Settings
-from albackend.store import ModelStore, atomic_write_text
-from albackend.training import save_connection
+from albackend.services.store import ModelStore, atomic_write_text
+from albackend.services.training import save_connection
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class ActiveLearningModel(LabelStudioMLBase):
         return results
 
     def fit(self, tasks, workdir=None, **kwargs):
-        """Training runs as a queued job (albackend.training.training_job), not here."""
-        raise NotImplementedError("training is queued through /webhook or /train; see albackend.training")
+        """Training runs as a queued job (albackend.services.training.training_job), not here."""
+        raise NotImplementedError("training is queued through /webhook or /train; see albackend.services.training")
 
 
 class ModelRegistry:
@@ -73,7 +73,7 @@ class ModelRegistry:
 
     def __init__(self, cls: type[ActiveLearningModel], settings: Settings, store: ModelStore):
         self.cls, self.settings, self.store = cls, settings, store
-        self.cache = ModelCache(store, settings.device)
+        self.cache = ModelCache(store, settings.device, settings.scoring_precision)
         self._models: dict[str, ActiveLearningModel] = {}
         self._lock = threading.Lock()
 

@@ -22,7 +22,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "TRAIN_MIN_STEPS": ("60", "Minimum number of gradient steps, so tiny seed sets still train (the paper uses 1000 on GPU)."),
     "TRAIN_MAX_STEPS": ("0", "Upper bound on gradient steps (0 = none): caps a retrain's time on large label sets."),
     "TRAIN_BATCH_SIZE": ("16", "Training batch size."),
-    "TRAIN_LR": ("0", "Encoder learning rate; 0 = 5e-5 for tagging, 1e-4 for classification with small models."),
+    "TRAIN_LR": ("0", "Encoder learning rate; 0 = the recipe's default, 1e-4 for both task kinds (albackend/models/train.py says why)."),
     "TRAIN_HEAD_LR": ("0", "Learning rate of the freshly initialised head; 0 = 3e-3 for tagging (a tiny label set does not collapse to all-O), the encoder's for classification."),
     "WARM_START": ("false", "Retrain by fine-tuning the previous model version on all gold labels (fewer steps) instead of from scratch."),
     "WARM_START_STEPS_FRACTION": ("0.5", "Warm start: fraction of a from-scratch retrain's gradient steps, in (0, 1]."),
@@ -73,11 +73,6 @@ def parse_scoring_precision(value: str) -> str:
     if norm not in SCORING_PRECISIONS:
         raise ValueError(f"SCORING_PRECISION={value!r} is not one of {', '.join(SCORING_PRECISIONS)}")
     return norm
-
-
-def scoring_precision_from_env() -> str:
-    """SCORING_PRECISION alone: models read it at create/load so that every caller scores the same way."""
-    return parse_scoring_precision(env("SCORING_PRECISION"))
 
 
 def env(name: str) -> str:
@@ -198,7 +193,7 @@ class Settings:
             scratch_every=_non_negative("SCRATCH_EVERY", int(num("SCRATCH_EVERY", int))),
             max_length=int(num("MAX_LENGTH", int)),
             infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
-            scoring_precision=scoring_precision_from_env(),
+            scoring_precision=parse_scoring_precision(env("SCORING_PRECISION")),
             max_text_chars=int(num("MAX_TEXT_CHARS", int)),
             ups_enabled=_bool(env("UPS_ENABLED")),
             ups_gamma=float(num("UPS_GAMMA", float)),

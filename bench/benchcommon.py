@@ -70,13 +70,13 @@ def seed_split(rows: Sequence[Row], n_seed: int) -> tuple[list[Row], list[Row]]:
 
 def agnews_spec():
     """The TaskSpec the product derives from the AG News label config (its own parser)."""
-    from albackend.labelconfig import parse_label_config
+    from albackend.domain.labelconfig import parse_label_config
 
     return parse_label_config(CLASSIFICATION_CONFIG)
 
 
 def examples(rows: Sequence[Row]):
-    from albackend.examples import Example
+    from albackend.domain.examples import Example
 
     return [Example(task_id=i, text=r.text, label_ids=[r.label]) for i, r in enumerate(rows)]
 

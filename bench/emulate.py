@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(st: Settings, kind: str) -> None:
     """Fail before any training on a strategy the task cannot use, or a model name that does not resolve."""
-    from albackend.labelconfig import TaskSpec
+    from albackend.domain.labelconfig import TaskSpec
     from albackend.models.registry import ModelNotFound, resolve_model
-    from albackend.predictions import resolve_strategy
+    from albackend.services.predictions import resolve_strategy
     from bench.emulation.learners import CLASSICAL
 
     spec = TaskSpec(kind, "label", "text", "text", ("A", "B"))

@@ -24,7 +24,7 @@ Training load (``--load``)
            training load is continuous; whether each sample fell inside a running job comes from the job
            records (started_at / finished_at).
   process  (fallback without Label Studio): the model is trained and published directly with the product's
-           ``albackend.training.train_and_publish`` on labeled AG News tasks; the load is a separate
+           ``albackend.services.training.train_and_publish`` on labeled AG News tasks; the load is a separate
            ``python -c`` process fine-tuning the acquisition model on AG News for as long as the phase runs
            (same CPU, not the backend's job runner). Label Studio is replaced by a stub that answers after 30 s,
            so queued jobs wait on it without using CPU.
@@ -151,7 +151,7 @@ def summarize(samples: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------- job records
 def job_windows(model_dir: Path, project: str) -> list[tuple[float, float, dict]]:
     """(started_at, finished_at or +inf, record) of every training job of the project that started."""
-    from albackend.store import ModelStore
+    from albackend.services.store import ModelStore
 
     out = []
     for rec in ModelStore(model_dir).jobs(project, limit=10_000):
@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
             tasks = [t for t in client.list_tasks(pid) if t["id"] not in seeded]
         else:
             from albackend.settings import Settings
-            from albackend.store import ModelStore
-            from albackend.training import train_and_publish
+            from albackend.services.store import ModelStore
+            from albackend.services.training import train_and_publish
 
             pid = 1
             settings = dataclasses.replace(

@@ -9,7 +9,7 @@ score cache a UPS iteration needs, and one labeled set L and unlabeled pool U bo
 Timed iteration (iteration 2), steps interleaved A-train, B-train, A-score, B-score so slow drift on the shared
 machine hits both:
   A  standard:   AcquisitionModel.create(--standard-model, default "mpnet" = the PLASM teacher size) + fit on L
-                 (albackend.training.train_config), then rescore_pool over U with UPS off (full pool).
+                 (albackend.services.training.train_config), then rescore_pool over U with UPS off (full pool).
   B  PLASM+UPS:  the same with --small-model (default "minilm-l6"), then rescore_pool over U, iteration 2 = a UPS
                  iteration (gamma 0.1, T 0.01) on the cache the previous iteration left.
   B' PLASM only: B's model scoring the full pool (separates the two savings; --no-plasm-only skips it).
@@ -37,16 +37,17 @@ import benchcommon as bc  # noqa: E402  (also puts the repo root on sys.path)
 
 from albackend.models.acquisition import AcquisitionModel  # noqa: E402
 from albackend.models.device import pick_device  # noqa: E402
-from albackend.predictions import resolve_strategy  # noqa: E402
-from albackend.rescoring import Pool, rescore_pool  # noqa: E402
+from albackend.services.predictions import resolve_strategy  # noqa: E402
+from albackend.services.rescoring import Pool, rescore_pool  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
-from albackend.training import train_config  # noqa: E402
+from albackend.services.training import train_config  # noqa: E402
 from albackend.models.runtime import configure_runtime  # noqa: E402
 
 
 def train(name: str, spec, rows, settings: Settings, device) -> tuple[AcquisitionModel, dict]:
     t0 = time.perf_counter()
-    model = AcquisitionModel.create(name, spec, device=device, max_length=settings.max_length, seed=settings.seed)
+    model = AcquisitionModel.create(name, spec, device=device, max_length=settings.max_length, seed=settings.seed,
+                                    scoring_precision=settings.scoring_precision)
     create_s = time.perf_counter() - t0
     st = model.fit(bc.examples(rows), train_config(settings, spec))
     total = time.perf_counter() - t0
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
                            ups_on, "small, previous")
         progress(args.out, "previous: score small (full)", prev_score)
         del m_prev
-        from ups.cache import ScoreCache
+        from albackend.algorithms.ups.cache import ScoreCache
 
         cache = ScoreCache.load(dirs["plasm_ups"] / "scores.npz")
         order = np.argsort(-cache.uncertainty, kind="stable")  # most uncertain first

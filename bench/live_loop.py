@@ -141,6 +141,7 @@ def one_iteration(ls: LSClient, backend_url: str, pid: int, ml_id: int, known: s
             "job_first_publish_s": sec.get("first_publish"), "sync_s": sec.get("sync"), "train_s": sec.get("train"),
             "score_s": sec.get("rescore"), "push_s": sec.get("push"), "push_wait_s": sec.get("push_wait"),
             "publish_s": sec.get("publish"),
+            "queued_s": round(job["started_at"] - job["queued_at"], 2) if job.get("started_at") else None,
             "job_s": job.get("duration_s"), "full_pool": rescore.get("full_pool"), "scored": rescore.get("scored"),
             "pool_size": rescore.get("pool_size"), "sync_mode": (s.get("sync") or {}).get("mode"),
             "bytes_fetched": s.get("bytes_fetched"), "predictions_in_ls": int(sum(versions.values())),
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="live-loop-"))
     tasks, labels = pool_tasks(args.pool, args.seed, args.pool_csv)
     redis = services.start_redis(tmp / "redis")
-    ls_svc = services.start_label_studio(tmp / "ls")
+    ls_svc = services.start_label_studio(tmp / "ls", extra_env=dict(kv.split("=", 1) for kv in args.ls_env))
     env = {"MODEL_DIR": str(tmp / "models"), "REDIS_URL": redis.url, "LABEL_STUDIO_URL": ls_svc.url,
            "LABEL_STUDIO_API_KEY": ls_svc.meta["token"], "ACQUISITION_MODEL": args.model,
            "RETRAIN_EVERY": "1000000", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -215,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env", action="append", default=[], help="extra backend environment, KEY=VALUE")
+    p.add_argument("--ls-env", action="append", default=[],
+                   help="Label Studio server environment, KEY=VALUE (e.g. LS's batched prediction import flag)")
     p.add_argument("--name", default=None)
     p.add_argument("--pool-csv", default=None, help="text,label,label_name CSV (default: the shared AG News pool)")
     p.add_argument("--out", default=None, help="JSON path (default bench/out/live_loop/<name>.json)")

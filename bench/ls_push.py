@@ -2,6 +2,10 @@
 concurrencies, against a real LS started by the script (its default SQLite database, as `label-studio start`).
 
     .venv/bin/python bench/ls_push.py --tasks 5000
+    .venv/bin/python bench/ls_push.py --tasks 17321 --push 2048 --chunks 256,2048 --concurrency 1 \
+        --ls-env fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short=true
+(the second: the first chunk of a live-loop publish into a 17k-task project, with LS's batched import switched on;
+without that flag LS 1.23 recounts every task of the project after each import request.)
 Writes bench/out/ls_push.json; the backend's PUSH_BATCH default comes from this measurement.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchcommon as bc  # noqa: E402  (also puts the repo root on sys.path)
 
-from albackend.lsclient import LabelStudioClient  # noqa: E402
+from albackend.adapters.lsclient import LabelStudioClient  # noqa: E402
 from tests.support import services  # noqa: E402
 from tests.support.lsapi import LSClient  # noqa: E402
 
@@ -33,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=5000)
     p.add_argument("--chunks", default="100,500,2000")
     p.add_argument("--concurrency", default="1,2")
+    p.add_argument("--push", type=int, default=0, help="predictions pushed per run (default: one per task)")
+    p.add_argument("--preload", action="store_true",
+                   help="first store one prediction per task under another version (untimed), as a live project holds")
+    p.add_argument("--ls-env", action="append", default=[], help="Label Studio server environment, KEY=VALUE")
+    p.add_argument("--out", default=None, help="JSON path (default bench/out/ls_push.json)")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="ls-push-"))
-    ls_svc = services.start_label_studio(tmp / "ls")
+    ls_svc = services.start_label_studio(tmp / "ls", extra_env=dict(kv.split("=", 1) for kv in args.ls_env))
     out = {"machine": bc.machine_info(), "args": vars(args), "runs": []}
     try:
         ls = LSClient.for_service(ls_svc, timeout=600)
@@ -43,27 +52,33 @@ def main(argv: list[str] | None = None) -> int:
         rows = bc.load_pool(limit=args.tasks)
         ids = ls.import_tasks(pid, [{"data": {"text": r.text}} for r in rows])
         client = LabelStudioClient(ls_svc.url, ls_svc.meta["token"], timeout=600)
+        pushed = ids[:args.push] if args.push else ids
+        if args.preload:
+            client.import_predictions(pid, payloads(ids, "preloaded"), chunk=2000)
         k = 0
         for conc in (int(c) for c in args.concurrency.split(",")):
             for chunk in (int(c) for c in args.chunks.split(",")):
                 version = f"bench-{k}"
                 k += 1
                 t0 = time.perf_counter()
-                client.import_predictions(pid, payloads(ids, version), chunk=chunk, concurrency=conc)
+                client.import_predictions(pid, payloads(pushed, version), chunk=chunk, concurrency=conc)
                 push_s = time.perf_counter() - t0
                 t1 = time.perf_counter()
                 deleted = client.delete_model_version(pid, version)
                 run = {"chunk": chunk, "concurrency": conc, "push_s": round(push_s, 2),
-                       "predictions_per_s": round(len(ids) / push_s, 1), "delete_s": round(time.perf_counter() - t1, 2),
+                       "predictions_per_s": round(len(pushed) / push_s, 1),
+                       "seconds_per_request": round(push_s / -(-len(pushed) // chunk), 2), "delete_s": round(time.perf_counter() - t1, 2),
                        "deleted": deleted}
                 out["runs"].append(run)
                 print(run, flush=True)
     finally:
         ls_svc.stop()
     bc.print_table(f"LS import/predictions, {args.tasks} tasks", ["chunk", "concurrency", "push s", "pred/s",
-                   "delete s"], [[r["chunk"], r["concurrency"], r["push_s"], r["predictions_per_s"], r["delete_s"]]
+                   "s/request", "delete s"], [[r["chunk"], r["concurrency"], r["push_s"], r["predictions_per_s"],
+                                               r["seconds_per_request"], r["delete_s"]]
                                  for r in out["runs"]])
-    print("wrote", bc.write_json(Path(__file__).resolve().parent / "out" / "ls_push.json", out))
+    out_path = Path(args.out) if args.out else Path(__file__).resolve().parent / "out" / "ls_push.json"
+    print("wrote", bc.write_json(out_path, out))
     return 0
 
 

@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from albackend.examples import Example
-    from albackend.labelconfig import parse_label_config
+    from albackend.domain.examples import Example
+    from albackend.domain.labelconfig import parse_label_config
     from bench.benchcommon import CLASSIFICATION_CONFIG
     from plasm.pipeline import PlasmConfig, run_plasm
 

@@ -1,7 +1,7 @@
 """CPU scoring precision: fp32 vs int8 (torch dynamic quantization) vs ONNX Runtime (fp32 and int8).
 
 1. Fine-tunes the acquisition model (default minilm-l6) on a seeded gold set of ``--gold`` AG News texts with
-   the product's recipe (``AcquisitionModel.fit`` with ``albackend.training.train_config``).
+   the product's recipe (``AcquisitionModel.fit`` with ``albackend.services.training.train_config``).
 2. Scores the pool (``--pool-size``, 0 = the whole 17,321-text pool) with every variant in the same run:
      fp32       ``AcquisitionModel.predict`` as the product runs it (SCORING_PRECISION=fp32)
      int8       the same call with SCORING_PRECISION=int8: the dynamically quantized copy of the same weights
@@ -44,8 +44,8 @@ from albackend.models.acquisition import AcquisitionModel  # noqa: E402
 from albackend.models.infer import encode  # noqa: E402
 from albackend.models.train import collate  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
-from albackend.strategies import fit_mahalanobis, mahalanobis  # noqa: E402
-from albackend.training import train_config  # noqa: E402
+from albackend.algorithms.strategies import fit_mahalanobis, mahalanobis  # noqa: E402
+from albackend.services.training import train_config  # noqa: E402
 
 VARIANTS = ("fp32", "int8", "onnx-fp32", "onnx-int8")
 CRITERIA = {"spearman_lc": 0.99, "top10_overlap": 0.95, "speedup": 1.8}

@@ -1,8 +1,8 @@
 """Pool-scoring benchmark: full pool vs UPS, optimized vs naive inference, achieved vs measured matmul FLOP/s.
 
 1. Fine-tunes the acquisition model (default "minilm-l6") on a seeded 1% sample of the AG News pool with the
-   product's recipe (albackend.training.train_config), then scores the pool twice with that same model through
-   the product's own path, ``albackend.rescoring.rescore_pool`` on a real (temporary) project directory:
+   product's recipe (albackend.services.training.train_config), then scores the pool twice with that same model through
+   the product's own path, ``albackend.services.rescoring.rescore_pool`` on a real (temporary) project directory:
    iteration 1 = a full-pool iteration (default schedule 0,1,4,8), iteration 2 = the UPS iteration right after
    it (gamma 0.1, T 0.01: ``ScoreCache.select`` on the full pass's scores). Ratio of scoring times, tasks/s and
    real (unpadded) tokens/s.
@@ -42,11 +42,11 @@ import torch  # noqa: E402
 
 from albackend.models.acquisition import AcquisitionModel  # noqa: E402
 from albackend.models.device import autocast, pick_device  # noqa: E402
-from albackend.predictions import resolve_strategy  # noqa: E402
-from albackend.rescoring import Pool, rescore_pool  # noqa: E402
+from albackend.services.predictions import resolve_strategy  # noqa: E402
+from albackend.services.rescoring import Pool, rescore_pool  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
-from albackend.training import train_config  # noqa: E402
-from ups.sampler import expected_kept_fraction  # noqa: E402
+from albackend.services.training import train_config  # noqa: E402
+from albackend.algorithms.ups.sampler import expected_kept_fraction  # noqa: E402
 from albackend.models.runtime import configure_runtime  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Rescoring scaled out over RQ workers: one owner alone vs the owner plus helper workers (one torch thread each).
 
 Publishes the default acquisition model (untrained head: the scoring cost is the same) for a project whose task
-mirror holds ``--pool`` AG News texts, then scores them through `albackend.sharding.ShardedScorer` exactly as a
+mirror holds ``--pool`` AG News texts, then scores them through `albackend.services.sharding.ShardedScorer` exactly as a
 full-pool retrain does, with 0 and ``--helpers`` helper RQ workers, in the same run.
 
     .venv/bin/python bench/shard_scoring.py --pool 4000 --helpers 1
@@ -22,15 +22,14 @@ import benchcommon as bc  # noqa: E402  (also puts the repo root on sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from redis import Redis  # noqa: E402
-from rq import Queue  # noqa: E402
 
 from albackend.models.acquisition import AcquisitionModel  # noqa: E402
-from albackend.rescoring import score_texts  # noqa: E402
+from albackend.services.jobs import redis_client, rq_queue  # noqa: E402
+from albackend.services.rescoring import score_texts  # noqa: E402
 from albackend.settings import Settings  # noqa: E402
-from albackend.sharding import ShardedScorer  # noqa: E402
-from albackend.store import ModelStore  # noqa: E402
-from albackend.taskstore import TaskStore  # noqa: E402
+from albackend.services.sharding import ShardedScorer  # noqa: E402
+from albackend.services.store import ModelStore  # noqa: E402
+from albackend.services.taskstore import TaskStore  # noqa: E402
 from tests.support import services  # noqa: E402
 
 
@@ -68,14 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {"MODEL_DIR": str(settings.model_dir), "REDIS_URL": redis_svc.url, "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
     ids = np.array(sorted(texts))
-    redis = Redis.from_url(redis_svc.url)
+    redis = redis_client(settings)  # the training job's client
     out = {"machine": bc.machine_info(), "args": vars(args), "runs": {}}
     try:
         for helpers in (0, args.helpers):
             workers = [services.start_rq_worker(redis_svc.url, env, log_dir=tmp / "logs") for _ in range(helpers)]
             try:
-                scorer = ShardedScorer(settings, store, "1", "v1", local, redis, Queue(settings.rq_queue,
-                                                                                        connection=redis))
+                scorer = ShardedScorer(settings, store, "1", "v1", local, redis, rq_queue(settings))
                 t0 = time.perf_counter()
                 unc, _ = scorer(ids)
                 seconds = time.perf_counter() - t0

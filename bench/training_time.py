@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.runtime import configure_runtime
 from albackend.settings import Settings
-from albackend.training import train_config
+from albackend.services.training import train_config
 
 DATA = Path(os.environ.get("SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

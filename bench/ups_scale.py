@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from ups.cache import ScoreCache  # noqa: E402
-from ups.sampler import expected_kept_fraction  # noqa: E402
+from albackend.algorithms.ups.cache import ScoreCache  # noqa: E402
+from albackend.algorithms.ups.sampler import expected_kept_fraction  # noqa: E402
 
 
 def build_cache(n: int, rng: np.random.Generator) -> tuple[ScoreCache, np.ndarray]:

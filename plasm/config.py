@@ -10,10 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from albackend.labelconfig import TaskSpec
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.train import TrainConfig
 from plasm.errors import PlasmConfigError, PlasmError
-from plasm.filters import FILTER_MODES
+from albackend.algorithms.plasm_filters import FILTER_MODES
 from plasm.names import SUCCESSOR_KEYWORDS, SuccessorChoice, parse_successor, resolve_names
 from plasm.successors.bilstm import BiLSTMConfig
 from plasm.successors.cnn import CNNConfig

@@ -19,15 +19,15 @@ import torch
 from rq import get_current_job
 
 from albackend import settings
-from albackend.examples import Example, gold_examples, is_labeled
-from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
-from albackend.lsclient import LabelStudioClient
+from albackend.domain.examples import Example, gold_examples, is_labeled
+from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.adapters.lsclient import LabelStudioClient
 from albackend.models.distil import DistilConfig, distil
 from albackend.models.distil_quality import QualityData, QualityOptions, quality_report
 from albackend.models.registry import META_FILE
 from albackend.models.runtime import configure_runtime
 from albackend.models.student import LOSSES
-from albackend.models.train import TrainConfig
+from albackend.models.train import DEFAULT_LR, TrainConfig
 from plasm.errors import PlasmConfigError, SourceError
 
 JOB_FUNC = "plasm.distil_job.distil_job"
@@ -157,7 +157,7 @@ def _quality(params: dict, cfg: DistilConfig, out: Path, teacher: str, ctx: dict
         return {"skipped": "no labeled data: pass --eval-csv, or a project with classification gold labels"}
     data, desc = split
     tcfg = TrainConfig(epochs=int(params.get("eval_epochs") or 5), min_steps=int(params.get("eval_min_steps") or 60),
-                       lr=float(params.get("eval_lr") or 1e-4), seed=cfg.seed)
+                       lr=float(params.get("eval_lr") or DEFAULT_LR), seed=cfg.seed)
     opts = QualityOptions(unrelated=params.get("unrelated"), train_cfg=tcfg, max_length=cfg.max_length,
                           batch_size=int(params.get("score_batch_size") or 64), device=cfg.device, seed=cfg.seed,
                           noise_baseline=bool(params.get("noise_baseline")))

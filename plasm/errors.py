@@ -3,8 +3,8 @@ the job records it without a traceback; any other exception is a bug and is logg
 
 from __future__ import annotations
 
-from albackend.labelconfig import ConfigError
-from albackend.lsclient import LabelStudioError
+from albackend.domain.labelconfig import ConfigError
+from albackend.adapters.lsclient import LabelStudioError
 from albackend.models.errors import DistilError
 from albackend.models.registry import ModelNotFound
 

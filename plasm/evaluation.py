@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from plasm.metrics import accuracy, span_scores
 from plasm.successors.hf import HFSuccessor
 

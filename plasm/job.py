@@ -10,7 +10,7 @@ Params (JSON-able, no secrets):
      "max_chars": int, "source": {"kind": "export", "export": path, "label_config": path | None}
                                 | {"kind": "project", "project": id, "url": str | None}}
 
-A live project is reached like the backend reaches it (:func:`albackend.training.ls_client`): the token comes
+A live project is reached like the backend reaches it (:func:`albackend.services.training.ls_client`): the token comes
 from the project's connection file under ``model_dir`` (written by ``/setup``, or by ``plasm run`` from its
 ``--ls-token``), never through Redis.
 
@@ -32,12 +32,12 @@ from typing import Any, Callable
 import numpy as np
 from rq import get_current_job
 
-from albackend.lsclient import LabelStudioClient
+from albackend.adapters.lsclient import LabelStudioClient
 from albackend.models.runtime import configure_runtime
-from albackend.predictions import choice_result, span_result
+from albackend.services.predictions import choice_result, span_result
 from albackend.settings import Settings
-from albackend.store import ModelStore
-from albackend.training import ls_client
+from albackend.services.store import ModelStore
+from albackend.services.training import ls_client
 from plasm import runs, sources
 from plasm.config import PlasmConfig
 from plasm.errors import USER_ERRORS, SourceError

@@ -16,8 +16,8 @@ Stages of :func:`run_plasm` (names as reported to ``progress`` and in ``report["
     the teacher labels the pool: classification argmax with confidence max P; tagging decoded spans with
     confidence exp(-MNLP) (the geometric mean of the per-word max probabilities; same ranking as 1 - MNLP).
 ``filter``
-    :func:`plasm.filters.plan_filters` (q, mode) splits the 1 - q drop budget; the uncertainty filter drops the
-    least confident pseudo-labels, TracIn the most self-influential ones (of what the uncertainty filter kept).
+    :func:`albackend.algorithms.plasm_filters.plan_filters` (q, mode) splits the 1 - q drop budget; the uncertainty
+    filter drops the least confident pseudo-labels, TracIn the most self-influential ones (of what the uncertainty filter kept).
     TracIn trains a model on gold-train + the remaining pseudo-labels and averages squared per-example gradient
     norms over its last ``tracin_checkpoints`` epoch checkpoints. That model is the successor's encoder when the
     successor is an HF model (the influence is then measured on the model being trained, as in the paper) and the
@@ -55,14 +55,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel
-from albackend.store import atomic_write_text, json_default
+from albackend.services.store import atomic_write_text, json_default
 from plasm.config import (SUCCESSOR_KEYWORDS, PlasmConfig, PlasmError, SuccessorChoice,  # noqa: F401 - re-exported
                           parse_successor, tracin_base, validate_config)
 from plasm.evaluation import HFView, evaluate_successor, example_targets, metric_score
-from plasm.filters import plan_filters
+from albackend.algorithms.plasm_filters import plan_filters
 from plasm.progress import Tracker, step_reporter
 from plasm.stages import filter_pseudo_labels, make_successor, pseudo_label, split_gold
 

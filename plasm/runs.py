@@ -1,6 +1,6 @@
 """PLASM run records: run ids and directories, ``status.json``, RQ's view of a job, listing.
 
-A run record is the backend's job record (:func:`albackend.jobs.queued_record`: id, project, state, trigger,
+A run record is the backend's job record (:func:`albackend.services.jobs.queued_record`: id, project, state, trigger,
 queued_at / started_at / finished_at as epoch seconds, duration_s, reason) plus PLASM's progress fields:
 
     {"kind": "plasm", "run_id", "run_dir", "stage", "progress" (0..1), "stage_progress", "timings" {stage: s},
@@ -22,9 +22,9 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from albackend.jobs import queued_record, rq_failure_reason
-from albackend.redisconn import connect
-from albackend.store import atomic_write_text
+from albackend.services.jobs import queued_record, rq_failure_reason
+from albackend.adapters.redisconn import connect
+from albackend.services.store import atomic_write_text
 
 JOB_FUNC = "plasm.job.plasm_job"
 STATUS_FILE = "status.json"

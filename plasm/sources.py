@@ -1,7 +1,7 @@
 """Where PLASM's data comes from: a live Label Studio project, or a Label Studio JSON export file.
 
 Both give a :class:`PlasmData`: the task spec (from the project's label config), the gold examples (tasks
-with a non-cancelled annotation, via :func:`albackend.examples.gold_examples`) and the pool (the text of
+with a non-cancelled annotation, via :func:`albackend.domain.examples.gold_examples`) and the pool (the text of
 every task without one). Problems are :class:`SourceError` with a one-line message for the CLI.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from albackend.examples import Example, Skip, TaskError, gold_examples, is_labeled, task_text
-from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
-from albackend.lsclient import LabelStudioError
+from albackend.domain.examples import Example, Skip, TaskError, gold_examples, is_labeled, task_text
+from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.adapters.lsclient import LabelStudioError
 from plasm.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def from_tasks(tasks: Iterable[dict], label_config: str, *, max_chars: int = DEF
 
 
 def from_project(client, project: int | str, *, max_chars: int = DEFAULT_MAX_CHARS) -> PlasmData:
-    """Read a live project with an :class:`albackend.lsclient.LabelStudioClient`."""
+    """Read a live project with an :class:`albackend.adapters.lsclient.LabelStudioClient`."""
 
     try:
         info = client.get_project(project)

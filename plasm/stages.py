@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
-from albackend.strategies import mnlp
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
+from albackend.algorithms.strategies import mnlp
 from plasm.config import PlasmConfig, PlasmError, parse_successor, tracin_base
-from plasm.filters import FilterPlan, drop_count, drop_least_confident, drop_most_influential
+from albackend.algorithms.plasm_filters import FilterPlan, drop_count, drop_least_confident, drop_most_influential
 from plasm.progress import Tracker
 from plasm.successors.bilstm import BiLSTMTaggerSuccessor
 from plasm.successors.cnn import CNNClassifierSuccessor
@@ -108,7 +108,7 @@ def filter_pseudo_labels(plan: FilterPlan, confidence: np.ndarray, pseudo: list[
 
     The uncertainty filter drops the least confident ``plan.uncertainty_fraction`` of the pool; TracIn then
     drops the most self-influential ``plan.tracin_fraction`` of the pool among what is left (fractions of the
-    original pool, :func:`plasm.filters.drop_count`). TracIn scores are added to ``records`` as
+    original pool, :func:`albackend.algorithms.plasm_filters.drop_count`). TracIn scores are added to ``records`` as
     ``self_influence``.
     """
     n = len(pseudo)

@@ -1,4 +1,4 @@
-"""The protocol layer (albackend.app) through Flask's test client: a real app over a tmp model store, no Redis
+"""The protocol layer (albackend.adapters.app) through Flask's test client: a real app over a tmp model store, no Redis
 (in-process job queue), tiny real models published into the store. Label Studio's side of the contract is
 DESIGN.md section 1: one result per task in order, model_version equal to /setup's, 2xx webhooks at once,
 JSON 4xx for bad input and never a stack trace."""
@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from albackend import jobs
-from albackend.app import create_app
+from albackend.services import jobs
+from albackend.adapters.app import create_app
 from model import ActiveLearningModel
 from albackend.models.acquisition import AcquisitionModel
 from albackend.settings import Settings
-from albackend.store import ModelStore
-from albackend.taskstore import TaskStore
+from albackend.services.store import ModelStore
+from albackend.services.taskstore import TaskStore
 from tests.support.published import CLS_CONFIG, NER_CONFIG, labeled, publish_tiny_models
 from tests.support.services import free_port
 

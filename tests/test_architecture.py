@@ -17,8 +17,9 @@ import pytest
 from albackend.settings import ENV_VARS
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("albackend", "ups", "plasm")
-PURE_MODULES = ("albackend.strategies", "ups.sampler", "ups.cache", "plasm.filters", "albackend.algorithms.coldstart")
+PACKAGES = ("albackend", "plasm")
+# Every module under albackend.algorithms (and the shared vocabulary in albackend.domain) is pure.
+PURE_PACKAGES = ("albackend.algorithms", "albackend.domain")
 HEAVY = ("torch", "transformers", "requests", "flask")
 
 # The fast-CLI lazy import: `python -m plasm` imports a command's module (torch for run and distil) only after
@@ -28,7 +29,7 @@ LAZY_IMPORT_ALLOWED = {"plasm/cli/__init__.py"}
 # set-up are being replaced there.
 LIVE_LOOP: set[str] = set()
 # Entry points may configure logging: the plasm CLI's main.
-LOGGING_ENTRY_POINTS = {"plasm/cli/__init__.py", "albackend/rqjobs.py"}
+LOGGING_ENTRY_POINTS = {"plasm/cli/__init__.py", "albackend/adapters/rqjobs.py"}
 # Reads of the environment outside settings.py: none. runtime.py only sets a default for a third-party library.
 ENVIRON_WRITERS = {"albackend/settings.py", "albackend/models/runtime.py"}
 
@@ -141,11 +142,71 @@ def _owner(module: str) -> str:
 
 # ================================================================================================ tests
 def test_pure_algorithms_import_no_torch_http_or_web_stack():
-    code = (f"import json, sys\nimport {', '.join(PURE_MODULES)}\n"
+    pure = sorted(m for m in _modules() if any(m == p or m.startswith(p + ".") for p in PURE_PACKAGES))
+    assert "albackend.algorithms.ups.round" in pure, pure
+    code = (f"import json, sys\nimport {', '.join(pure)}\n"
             f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [], f"{PURE_MODULES} pulled in {proc.stdout.strip()}"
+    assert json.loads(proc.stdout) == [], f"{pure} pulled in {proc.stdout.strip()}"
+
+
+# The floor plan (docs/ARCHITECTURE.md): each module's layer, and the layers each may import.
+OUTBOUND_ADAPTERS = {"albackend.adapters.lsclient", "albackend.adapters.redisconn", "albackend.adapters.prommetrics"}
+LAYER_PACKAGES = {"albackend", "albackend.algorithms", "albackend.domain", "albackend.models", "albackend.services",
+                  "albackend.adapters", "plasm"}  # docstring-only package files: no layer of their own
+MAY_IMPORT = {
+    "algorithms": {"algorithms"},
+    "domain": {"domain"},
+    "settings": set(),
+    "models": {"models", "algorithms", "domain", "settings"},
+    # Services call the outbound adapters (LS REST, Redis, Prometheus), which are leaves: they import no service.
+    "services": {"services", "models", "algorithms", "domain", "settings", "outbound"},
+    "outbound": {"settings"},
+    "inbound": {"inbound", "outbound", "services", "models", "algorithms", "domain", "settings"},
+}
+
+
+def _layer(module: str) -> str:
+    if module in OUTBOUND_ADAPTERS:
+        return "outbound"
+    if module == "plasm.__main__" or module.startswith(("albackend.adapters.", "plasm.cli")):
+        return "inbound"  # the HTTP app, the RQ entry points, the plasm command line
+    if module.startswith("plasm."):
+        return "services"  # PLASM: a service with its own successor models (docs/ARCHITECTURE.md says why)
+    for layer in ("algorithms", "domain", "models", "services"):
+        if module.startswith(f"albackend.{layer}."):
+            return layer
+    assert module == "albackend.settings", f"{module} is in no layer: place it in the floor plan"
+    return "settings"
+
+
+def _layering_violations(edges: list[Import]) -> list[str]:
+    return [f"{e.path}:{e.line}: {_layer(e.importer)} module {e.importer} imports {_layer(e.target)} {e.target}"
+            for e in edges if e.importer not in LAYER_PACKAGES and e.target not in LAYER_PACKAGES
+            and _layer(e.target) not in MAY_IMPORT[_layer(e.importer)]]
+
+
+def test_dependencies_point_one_way():
+    """algorithms and domain import nothing above them; models no service or adapter; services no inbound adapter."""
+    edges, _ = _imports()
+    assert edges, "no import found: the scan is broken"
+    assert _layering_violations(edges) == []
+
+
+def test_layer_packages_are_docstrings_only():
+    for module in LAYER_PACKAGES:
+        tree = ast.parse((REPO / module.replace(".", "/") / "__init__.py").read_text(encoding="utf-8"))
+        assert all(isinstance(n, ast.Expr) for n in tree.body), f"{module}/__init__.py must hold a docstring only"
+
+
+def test_the_layering_check_catches_an_upward_import():
+    edges = [Import("albackend.algorithms.strategies", "albackend/algorithms/strategies.py", 3,
+                    "albackend.models.acquisition", False),
+             Import("albackend.services.training", "albackend/services/training.py", 5, "albackend.adapters.app", False),
+             Import("albackend.services.training", "albackend/services/training.py", 6,
+                    "albackend.adapters.lsclient", False)]
+    assert [v.split(":")[1] for v in _layering_violations(edges)] == ["3", "5"]
 
 
 def test_no_import_cycles():
@@ -213,3 +274,22 @@ def test_every_environment_variable_is_in_the_readme_table(name):
 def test_readme_table_lists_no_unknown_variable():
     rows = re.findall(r"^\| `([A-Z0-9_]+)` \| `[^`]*` \|", (REPO / "README.md").read_text(), re.M)
     assert sorted(set(rows) - set(ENV_VARS)) == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions of the product packages longer than ``limit`` lines, from ``def`` to the last line."""
+    return [f"{path}:{node.lineno}: {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path, tree in _sources() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_no_function_over_sixty_lines_in_the_product():
+    """A function a reader cannot take in at once is split by what it does (bench drivers may stay longer)."""
+    assert _long_functions() == []
+
+
+def test_the_length_check_measures_functions():
+    assert any(": create_app (" in row for row in _long_functions(limit=10))

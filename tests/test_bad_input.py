@@ -8,15 +8,15 @@ import dataclasses
 
 import pytest
 
-from albackend.app import basic_auth_ok, create_app
+from albackend.adapters.app import basic_auth_ok, create_app
 from model import ActiveLearningModel
-from albackend.examples import gold_examples, task_text
-from albackend.labelconfig import ConfigError, parse_label_config
+from albackend.domain.examples import gold_examples, task_text
+from albackend.domain.labelconfig import ConfigError, parse_label_config
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.infer import CHARS_PER_TOKEN, encode
-from albackend.rescoring import unlabeled_pool
-from albackend.store import ModelStore
-from albackend.training import train_and_publish
+from albackend.services.rescoring import unlabeled_pool
+from albackend.services.store import ModelStore
+from albackend.services.training import train_and_publish
 from tests.support.published import CLS_CONFIG, NER_CONFIG, labeled
 from tests.test_app_protocol import assert_json_error, client, make_settings, pub_client, published, settings  # noqa: F401
 

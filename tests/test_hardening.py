@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from albackend import backoff, jobs
-from albackend.app import create_app
+from albackend.services import backoff, jobs
+from albackend.adapters.app import create_app
 from model import ActiveLearningModel
-from albackend.redisconn import connect
-from albackend.store import ModelStore
-from albackend.training import training_job
+from albackend.adapters.redisconn import connect
+from albackend.services.store import ModelStore
+from albackend.services.training import training_job
 from tests.support.fakes import _Server
 from tests.support.published import CLS_CONFIG
 from tests.support.services import REPO_ROOT, free_port
@@ -103,9 +103,9 @@ def test_in_process_queued_job_of_a_dead_process_is_failed(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-import albackend.jobs as j
+import albackend.services.jobs as j
 from albackend.settings import Settings
-from albackend.store import ModelStore
+from albackend.services.store import ModelStore
 j.LOCK_TTL_S = 2.0
 s = Settings.from_env()
 with j.project_lock(s, ModelStore(s.model_dir), "9"):

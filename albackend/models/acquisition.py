@@ -17,16 +17,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.device import pick_device, seed_everything
 from albackend.models.infer import clip_chars, encode, run_model
 from albackend.models.precision import ScoringPrecision
 from albackend.models.registry import ModelNotFound, resolve_model
 from albackend.models.train import TrainConfig, fine_tune
-from albackend.settings import scoring_precision_from_env
-from albackend.tagging import align_labels, decode_spans, tag_names
-from albackend.warmstart import warm_start_mismatch
+from albackend.algorithms.tagging import align_labels, decode_spans, tag_names
+from albackend.algorithms.warmstart import warm_start_mismatch
 
 log = logging.getLogger(__name__)
 META_FILE = "albackend.json"
@@ -48,11 +47,11 @@ class AcquisitionModel:
     """Encoder + head for one TaskSpec; train, score, save, load."""
 
     def __init__(self, spec: TaskSpec, tokenizer, model: torch.nn.Module, meta: dict, device: torch.device,
-                 max_length: int = 256, scoring_precision: str | None = None):
+                 max_length: int = 256, scoring_precision: str = "auto"):
         self.spec, self.tokenizer, self.model, self.meta = spec, tokenizer, model, meta
         self.device, self.max_length = device, max_length
-        # SCORING_PRECISION unless given: every model created or loaded scores the way the setting says.
-        self._scoring = ScoringPrecision(scoring_precision or scoring_precision_from_env())
+        # The caller passes the SCORING_PRECISION setting (read once at its entry point); the model reads no env.
+        self._scoring = ScoringPrecision(scoring_precision)
         self.new_params: frozenset[str] = frozenset()  # not in the checkpoint: the fresh head (own lr in fit)
 
     @property
@@ -75,7 +74,8 @@ class AcquisitionModel:
 
     @classmethod
     def create(cls, base: str, spec: TaskSpec, *, device: str | torch.device = "auto", max_length: int = 256,
-               seed: int = 42, init_from: str | Path | None = None) -> "AcquisitionModel":
+               seed: int = 42, init_from: str | Path | None = None,
+               scoring_precision: str = "auto") -> "AcquisitionModel":
         """A fresh head on a pretrained encoder (packaged name, local directory or hub id).
 
         With `init_from` (a saved version's directory) the model starts from that version's weights, head
@@ -86,6 +86,7 @@ class AcquisitionModel:
         if init_from is not None:
             warm = cls._warm(Path(init_from), base, spec, device, max_length, seed)
             if warm is not None:
+                warm.scoring_precision = scoring_precision
                 return warm
         path = resolve_model(base)
         seed_everything(seed)
@@ -111,7 +112,7 @@ class AcquisitionModel:
         teacher = _read_meta(Path(path)).get("teacher") if Path(path).is_dir() else None
         if teacher:
             meta["teacher"] = teacher
-        out = cls(spec, tokenizer, model, meta, dev, max_length)
+        out = cls(spec, tokenizer, model, meta, dev, max_length, scoring_precision)
         out.new_params = frozenset(info.get("missing_keys") or ())
         return out
 
@@ -136,7 +137,8 @@ class AcquisitionModel:
         return model
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str | torch.device = "auto") -> "AcquisitionModel":
+    def load(cls, directory: str | Path, *, device: str | torch.device = "auto",
+             scoring_precision: str = "auto") -> "AcquisitionModel":
         directory = Path(directory)
         meta = _read_meta(directory)
         spec = TaskSpec.from_dict(meta["spec"])
@@ -144,7 +146,8 @@ class AcquisitionModel:
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = auto.from_pretrained(directory)
         dev = device if isinstance(device, torch.device) else pick_device(device)
-        return cls(spec, tokenizer, model.to(dev).eval(), meta, dev, int(meta.get("max_length", 256)))
+        return cls(spec, tokenizer, model.to(dev).eval(), meta, dev, int(meta.get("max_length", 256)),
+                   scoring_precision)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

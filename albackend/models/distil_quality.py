@@ -14,12 +14,12 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig
-from albackend.strategies import least_confident
+from albackend.algorithms.strategies import least_confident
 
 PAIRS = (("student", "teacher"), ("teacher", "unrelated"), ("student", "unrelated"), ("teacher", "teacher_reseeded"))
 

@@ -14,7 +14,7 @@ import torch
 
 from albackend.models.device import autocast
 from albackend.models.train import collate
-from albackend.tagging import word_spans
+from albackend.algorithms.tagging import word_spans
 
 # A sub-word averages 4-5 characters of English; 16 leaves room for long words, numbers and whitespace runs.
 # Fast tokenizers tokenize the whole text before truncating (0.35 s for 100 KB), so cut characters first.

@@ -19,10 +19,13 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from albackend.models.device import autocast
-from albackend.warmstart import warm_steps
+from albackend.algorithms.warmstart import warm_steps
 
 log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+DEFAULT_LR = 1e-4  # the recipe's encoder learning rate, its one home (default_lr says why)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class TrainConfig:
     min_steps: int = 60
     max_steps: int = 0
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float = DEFAULT_LR
     weight_decay: float = 0.01
     warmup: float = 0.1
     grad_clip: float = 1.0
@@ -53,7 +56,7 @@ def default_lr(kind: str) -> float:
     from 0.11 to 0.41 at 40 sentences (bench/cold_ner.py). 1e-4 (the classification value) plus the head's
     own lr (`default_head_lr`) keeps the encoder's step moderate for larger acquisition models.
     """
-    return 1e-4
+    return DEFAULT_LR
 
 
 def default_head_lr(kind: str) -> float:

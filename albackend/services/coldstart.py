@@ -10,7 +10,7 @@ and only while no model is published, it
 2. embeds the unlabeled pool with the acquisition model's pretrained encoder (`albackend.services.embeddings`),
    a random sample of COLD_START_SAMPLE tasks first, and ranks it (`albackend.algorithms.coldstart.rank_pool`);
 3. pushes that ranking best first as predictions of version ``coldstart-<project>`` through the retrain's
-   `albackend.publish.Publisher` (first chunk, then PATCH model_version and sampling, the rest in the
+   `albackend.services.publish.Publisher` (first chunk, then PATCH model_version and sampling, the rest in the
    background), then embeds the rest chunk by chunk, `place`s it into the ranking and pushes it — stopping at
    the next chunk once a retrain is queued, since that retrain waits for the lock and its ranking replaces this;
 4. keeps the embeddings and scores: /predict answers with them (`cold_start_answers`), a later round only places
@@ -29,26 +29,26 @@ from pathlib import Path
 
 import numpy as np
 
-from albackend import jobs
+from albackend.services import jobs
 from albackend.algorithms.coldstart import place, rank_pool
-from albackend.examples import TaskError, int64_id, task_text
-from albackend.labelconfig import ConfigError, TaskSpec, parse_label_config
-from albackend.lsclient import LabelStudioError, redact
+from albackend.domain.examples import TaskError, int64_id, task_text
+from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.adapters.lsclient import LabelStudioError, redact
 from albackend.models.registry import ModelNotFound
-from albackend.predstore import PredictionStore
-from albackend.publish import Publisher
-from albackend.redisconn import RedisError
-from albackend.rescoring import Pool, pool_of
+from albackend.services.predstore import PredictionStore
+from albackend.services.publish import Publisher
+from albackend.adapters.redisconn import RedisError
+from albackend.services.rescoring import Pool, pool_of
 from albackend.services.embeddings import DATA_FILE, Embed, PoolEmbeddings, default_embed
 from albackend.settings import Settings
-from albackend.store import ModelStore, atomic_write_text, project_key
-from albackend.tasksync import sync_project
-from albackend.taskstore import TaskStore
-from albackend.training import ls_client
-from ups.round import chunk_bounds
+from albackend.services.store import ModelStore, atomic_write_text, project_key
+from albackend.services.tasksync import sync_project
+from albackend.services.taskstore import TaskStore
+from albackend.services.training import ls_client
+from albackend.algorithms.ups.round import chunk_bounds
 
 log = logging.getLogger(__name__)
-JOB_FUNC = "albackend.rqjobs.cold_start"
+JOB_FUNC = "albackend.adapters.rqjobs.cold_start"
 STATE_FILE = "coldstart.json"
 LEDGER_FILE = "coldstart.sqlite"
 STALE_S = 900.0  # a queued/running round silent this long is taken for dead (a killed worker)

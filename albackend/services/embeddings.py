@@ -136,7 +136,7 @@ class PoolEmbeddings:
 
 def near_duplicate_filter(settings: Settings, project_dir: Path, texts_of: Callable[[np.ndarray], list[str]],
                           embed: Embed | None = None) -> Callable[[np.ndarray, list[dict]], int] | None:
-    """The ``demote`` hook of `albackend.rescoring.rescore_pool` (None when NEAR_DUPLICATE_* switch it off).
+    """The ``demote`` hook of `albackend.services.rescoring.rescore_pool` (None when NEAR_DUPLICATE_* switch it off).
 
     Candidates for the top take their stored embeddings; any task without one (cold start off, imported after it)
     is embedded now by the encoder. Without a stored pool mean, the first candidates' mean centres the vectors."""

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from albackend.warmstart import retrain_mode, warm_steps
+from albackend.algorithms.warmstart import retrain_mode, warm_steps
 from bench.emulation.learners import TrainOpts
 
 ACQ = "acquisition"  # successor = the acquisition model itself

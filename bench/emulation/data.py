@@ -1,6 +1,6 @@
 """Labeled datasets for the emulation: classification (CSV / JSONL) and NER (CoNLL / JSONL), as product objects.
 
-Every item becomes an :class:`albackend.examples.Example` (text + class ids, or text + character spans), the
+Every item becomes an :class:`albackend.domain.examples.Example` (text + class ids, or text + character spans), the
 same object the backend builds from Label Studio annotations, so the emulation trains through the product's own
 code paths. NER items also keep their *words* (character ranges of the source tokens): the tagging budget is
 counted in words (the paper's "2% of tokens").
@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from plasm.words import tokenize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@
   scratch; they can also act as acquisition models (the paper's "same classical model" baseline);
 * :class:`PlasmLearner` (in :mod:`bench.emulation.plasm_adapter`) — the PLASM pipeline's successor.
 
-``predict`` returns the product's :class:`Predictions`, which :func:`albackend.predictions.uncertainty` turns
+``predict`` returns the product's :class:`Predictions`, which :func:`albackend.services.predictions.uncertainty` turns
 into query-strategy scores; ``predict_targets`` returns class ids or character spans for the test metric.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel, Predictions
 from albackend.models.train import TrainConfig, default_train_config, warm_train_config
-from albackend.warmstart import retrain_mode
+from albackend.algorithms.warmstart import retrain_mode
 
 CLASSICAL = {"cnn": "classification", "bilstm": "tagging"}
 
@@ -35,7 +35,7 @@ class TrainOpts:
 
     ``warm_start``: each fit after the first fine-tunes the previous model on all gold labels for
     ``warm_steps_fraction`` of the from-scratch steps, except every ``scratch_every``-th fit (0 = never),
-    which starts from scratch (:func:`albackend.warmstart.retrain_mode`, as the backend decides).
+    which starts from scratch (:func:`albackend.algorithms.warmstart.retrain_mode`, as the backend decides).
     """
 
     epochs: int = 5

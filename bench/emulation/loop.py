@@ -4,11 +4,11 @@ Per iteration ``it`` (0 = the random seed set):
 
 1. train the acquisition model from scratch on the labeled set (timed: ``train_s``);
 2. train every successor of the group from scratch on the same labeled set and evaluate it on the test set;
-3. unless it is the last iteration, score the pool and query: the product's round (:mod:`ups.round`: score
-   cache sync → UPS subsample, or everything on a full-pool iteration → the injected scorer
-   (:func:`albackend.predictions.uncertainty` of this learner) → cache update), then
-   :func:`albackend.strategies.select_top_k` (classification, instances) or
-   :func:`~albackend.strategies.select_by_token_budget` (tagging, words) on the cached scores, stale ones
+3. unless it is the last iteration, score the pool and query: the product's round
+   (:mod:`albackend.algorithms.ups.round`: score cache sync → UPS subsample, or everything on a full-pool iteration → the injected scorer
+   (:func:`albackend.services.predictions.uncertainty` of this learner) → cache update), then
+   :func:`albackend.algorithms.strategies.select_top_k` (classification, instances) or
+   :func:`~albackend.algorithms.strategies.select_by_token_budget` (tagging, words) on the cached scores, stale ones
    included (timed: ``scoring_s``, ``n_scored``);
 4. Table 1: the share of the *standard* query (top of a fresh full-pool scoring) inside the top-k% of the
    previous iteration's full-pool ranking. A UPS run scores the whole pool once more for this measurement
@@ -25,16 +25,16 @@ import numpy as np
 
 from albackend.algorithms.coldstart import rank_pool
 from albackend.models.encoder import SentenceEncoder
-from albackend.predictions import resolve_strategy, uncertainty
+from albackend.services.predictions import resolve_strategy, uncertainty
 from albackend.settings import ENV_VARS
-from albackend.strategies import fit_mahalanobis, random_scores, select_by_token_budget, select_top_k
+from albackend.algorithms.strategies import fit_mahalanobis, random_scores, select_by_token_budget, select_top_k
 from bench.emulation.config import ACQ, ConfigSpec, Settings
 from bench.emulation.data import Dataset, Split
 from bench.emulation.learners import Learner, make_learner
 from bench.emulation.metrics import evaluate_targets, share_in, topk_overlap
-from ups.cache import ScoreCache
-from ups.round import UPSConfig, plan_round, run_round
-from ups.sampler import FullPoolSchedule
+from albackend.algorithms.ups.cache import ScoreCache
+from albackend.algorithms.ups.round import UPSConfig, plan_round, run_round
+from albackend.algorithms.ups.sampler import FullPoolSchedule
 
 
 def evaluate(learner: Learner, test: Split, kind: str) -> float:
@@ -55,7 +55,7 @@ def seed_set(ds: Dataset, budget: int, order: np.ndarray) -> np.ndarray:
         return np.sort(order[: max(1, int(np.searchsorted(cum, budget, side="right")))])
     chosen = list(order[:budget])
     classes = {ds.pool.examples[i].label_ids[0] for i in chosen}
-    for i in order[budget:]:  # a classifier needs two classes (albackend.training.check_gold)
+    for i in order[budget:]:  # a classifier needs two classes (albackend.services.training.check_gold)
         if len(classes) >= 2:
             break
         if ds.pool.examples[i].label_ids[0] not in classes:
@@ -108,8 +108,8 @@ class Scorer:
               measure: bool) -> tuple[np.ndarray, dict, np.ndarray | None]:
         """(query pool positions, record fields, fresh full-pool uncertainty by pool position or None).
 
-        The round is the product's (`ups.round`: the backend's `albackend.rescoring.rescore_pool` runs the same
-        plan and chunked scoring), with this learner's inference injected; pool positions play task ids."""
+        The round is the product's (`albackend.algorithms.ups.round`: the backend's
+        `albackend.services.rescoring.rescore_pool` runs the same plan and chunked scoring), with this learner's inference injected; pool positions play task ids."""
         n = len(self.ds.pool)
         unlabeled = np.setdiff1d(np.arange(n), labeled)
         t0 = time.perf_counter()

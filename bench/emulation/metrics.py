@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from albackend.strategies import select_top_k
+from albackend.algorithms.strategies import select_top_k
 
 TOP_K_PERCENTS = (10, 20, 30, 40, 50)
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from albackend.examples import Example
+from albackend.domain.examples import Example
 from bench.emulation.config import ConfigSpec, Settings
 from bench.emulation.data import Dataset
 from bench.emulation.learners import Learner

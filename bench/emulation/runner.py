@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from albackend.store import atomic_write_text, json_default
+from albackend.services.store import atomic_write_text, json_default
 from bench.emulation.config import ConfigSpec, Settings, group_settings
 from bench.emulation.data import Dataset
 from bench.emulation.loop import budgets, run_group

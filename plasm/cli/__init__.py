@@ -120,7 +120,7 @@ def _add_distil_quality(p: argparse.ArgumentParser) -> None:
     q.add_argument("--unrelated", default="mpnet", help="the unrelated comparison model ('none' to skip)")
     q.add_argument("--eval-epochs", type=int, default=5)
     q.add_argument("--eval-min-steps", type=int, default=60)
-    q.add_argument("--eval-lr", type=float, default=1e-4)
+    q.add_argument("--eval-lr", type=float, default=None, help="default: the backend's fine-tuning lr")
     q.add_argument("--score-batch-size", type=int, default=64)
     q.add_argument("--noise-baseline", action="store_true",
                    help="also fine-tune the teacher with another seed: the teacher~teacher ceiling")

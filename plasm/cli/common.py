@@ -10,7 +10,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from albackend import settings
-from albackend.redisconn import connect
+from albackend.adapters.redisconn import connect
 from albackend.models.registry import META_FILE, ModelNotFound, resolve_model
 from plasm.errors import PlasmError
 

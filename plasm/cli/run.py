@@ -18,11 +18,11 @@ from rq import Queue
 from tqdm.auto import tqdm
 
 from albackend import settings
-from albackend.labelconfig import TaskSpec
-from albackend.lsclient import LabelStudioClient
+from albackend.domain.labelconfig import TaskSpec
+from albackend.adapters.lsclient import LabelStudioClient
 from albackend.models.runtime import configure_runtime
-from albackend.store import ModelStore
-from albackend.training import save_connection
+from albackend.services.store import ModelStore
+from albackend.services.training import save_connection
 from plasm import job as plasm_job
 from plasm import runs, sources
 from plasm.cli.common import EXIT_RUN_FAILED, CLIError, connect_redis, model_dir, queue_name, safe_url

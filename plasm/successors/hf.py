@@ -27,12 +27,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import META_FILE, AcquisitionModel
 from albackend.models.device import pick_device
 from albackend.models.train import TrainConfig, default_train_config  # the product recipe's one home
-from albackend.tagging import tag_names
+from albackend.algorithms.tagging import tag_names
 from plasm.metrics import accuracy, span_f1
 
 __all__ = ["HFSuccessor", "default_train_config", "is_hf_directory", "successor_spec"]

@@ -51,9 +51,9 @@ def test_readme_table_matches_env_vars():
 
 
 def test_train_config_uses_the_recipe_defaults_and_env_overrides(clean_env):
-    from albackend.labelconfig import TaskSpec
+    from albackend.domain.labelconfig import TaskSpec
     from albackend.models.train import default_head_lr, default_lr
-    from albackend.training import train_config
+    from albackend.services.training import train_config
 
     ner = TaskSpec("tagging", "label", "text", "text", ("PER",))
     cls = TaskSpec("classification", "label", "text", "text", ("a", "b"))

@@ -1,6 +1,6 @@
 """The emulation runs the product's AL round: with the same model, seed and pool, the backend's rescoring
-(`albackend.rescoring.rescore_pool`) and the emulation's query (`bench.emulation.loop.Scorer`) rescore exactly the
-same tasks on a full-pool iteration and on a UPS iteration."""
+(`albackend.services.rescoring.rescore_pool`) and the emulation's query (`bench.emulation.loop.Scorer`) rescore
+exactly the same tasks on a full-pool iteration and on a UPS iteration."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,16 +8,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from albackend.examples import Example
-from albackend.labelconfig import parse_label_config
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import parse_label_config
 from albackend.models.acquisition import AcquisitionModel
-from albackend.rescoring import Pool, rescore_pool
+from albackend.services.rescoring import Pool, rescore_pool
 from albackend.settings import Settings
 from bench.emulation.config import ConfigSpec
 from bench.emulation.data import Dataset, Split
 from bench.emulation.learners import HFLearner, TrainOpts
 from bench.emulation.loop import Scorer
-from ups.cache import ScoreCache
+from albackend.algorithms.ups.cache import ScoreCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 from bench.emulation.config import ConfigSpec, Settings, group_settings, presets
 from bench.emulation.learners import HFLearner, TrainOpts
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from albackend.examples import Example
-from albackend.labelconfig import TaskSpec
+from albackend.domain.examples import Example
+from albackend.domain.labelconfig import TaskSpec
 
 CLS_LABELS = ("sports", "finance")
 NER_LABELS = ("PER", "LOC")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from plasm import cli
-from plasm.filters import plan_filters
+from albackend.algorithms.plasm_filters import plan_filters
 from tests.plasm.plasm_data import (CLS_CONFIG, FAST_CLASSICAL_CNN, FAST_CLASSICAL_TAGGER, FAST_TRAIN,
                                     ls_export, make_tiny_mpnet, write_export)
 from tests.support import services

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from albackend.examples import Example
+from albackend.domain.examples import Example
 from albackend.models.train import default_train_config
 from plasm import pipeline as P
-from plasm.filters import drop_count, plan_filters
+from albackend.algorithms.plasm_filters import drop_count, plan_filters
 from plasm.successors import load_successor
 from plasm.successors.bilstm import BiLSTMTaggerSuccessor
 from plasm.successors.cnn import CNNClassifierSuccessor

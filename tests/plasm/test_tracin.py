@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from albackend.examples import Example
+from albackend.domain.examples import Example
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.train import TrainConfig
 from plasm.tracin import (per_example_grad_sq_norms, select_params, self_influence, tracin_self_influence,

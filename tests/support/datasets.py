@@ -2,7 +2,7 @@
 
 Data root and file readers: :mod:`bench.emulation.data` (env ``SHARED_DATA`` or ``<repo>/../shared/data``;
 ``ag_news/*.csv`` with columns ``text,label,label_name``; ``conll2003/*.jsonl`` with ``{"id", "tokens", "tags"}``
-in IOB2). LS results come from the backend's own builders (:mod:`albackend.predictions`).
+in IOB2). LS results come from the backend's own builders (:mod:`albackend.services.predictions`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from albackend.labelconfig import TaskSpec
-from albackend.predictions import choice_result, span_result
+from albackend.domain.labelconfig import TaskSpec
+from albackend.services.predictions import choice_result, span_result
 from bench.emulation.data import read_classification, read_jsonl, shared_data_dir, tokens_to_text
 
 AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]

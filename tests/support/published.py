@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from albackend.labelconfig import parse_label_config
+from albackend.domain.labelconfig import parse_label_config
 from albackend.settings import Settings
-from albackend.store import ModelStore
-from albackend.training import train_and_publish
+from albackend.services.store import ModelStore
+from albackend.services.training import train_and_publish
 
 CLS_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="label" toName="text">'
               '<Choice value="Sports"/><Choice value="Politics"/></Choices></View>')

@@ -319,12 +319,16 @@ def start_redis(tmpdir: Path | str, port: int | None = None, timeout: float = 20
 
 
 # --------------------------------------------------------------------------------------------- rq worker
+PRELOADED_WORKER = "albackend.adapters.rqworker.PreloadedWorker"
+
+
 def start_rq_worker(redis_url: str, env: Mapping[str, str] | None = None, queue: str = "albackend", *,
-                    workdir: Path | str = REPO_ROOT, worker_class: str | None = None,
+                    workdir: Path | str = REPO_ROOT, worker_class: str | None = PRELOADED_WORKER,
                     log_dir: Path | str | None = None, name: str | None = None,
-                    timeout: float = 60.0) -> Service:
+                    timeout: float = 120.0) -> Service:
     """``python -m rq.cli worker -u URL QUEUE`` from ``workdir`` with ``backend_env(env)``.
 
+    The worker class defaults to the product's (`albackend.adapters.rqworker`: forks per job, job functions preloaded);
     ``worker_class="rq.worker.SimpleWorker"`` runs jobs in the worker process itself (no fork per job).
     Returns once the worker logs that it listens on the queue.
     """
@@ -477,7 +481,8 @@ class BackendStack:
 
 
 def start_backend(env: Mapping[str, str], log_dir: Path | str, *, with_worker: bool = True, workers: int = 1,
-                  threads: int = 4, worker_class: str | None = None, port: int | None = None) -> BackendStack:
+                  threads: int = 4, worker_class: str | None = PRELOADED_WORKER,
+                  port: int | None = None) -> BackendStack:
     """Start the rq worker (when ``with_worker`` and env has REDIS_URL) and gunicorn with the same env."""
     env = {k: str(v) for k, v in env.items()}
     worker = None

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from scipy.stats import spearmanr
 from transformers import AutoModel, AutoTokenizer, BertForMaskedLM, MPNetConfig, MPNetModel
 
-from albackend.labelconfig import TaskSpec
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models import distil as D
 from albackend.models import distil_quality as Q
 from albackend.models import student as S

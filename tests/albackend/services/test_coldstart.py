@@ -11,18 +11,18 @@ import time
 import numpy as np
 import pytest
 
-from albackend import jobs
+from albackend.services import jobs
 from albackend.algorithms.coldstart import DEMOTE, rank_pool
-from albackend.app import create_app
-from albackend.labelconfig import parse_label_config
+from albackend.adapters.app import create_app
+from albackend.domain.labelconfig import parse_label_config
 from albackend.models.encoder import SentenceEncoder
-from albackend.predstore import PredictionStore
-from albackend.rescoring import rescore_pool, unlabeled_pool
+from albackend.services.predstore import PredictionStore
+from albackend.services.rescoring import rescore_pool, unlabeled_pool
 from albackend.services import coldstart
 from albackend.services.embeddings import PoolEmbeddings, near_duplicate_filter
 from albackend.settings import Settings
-from albackend.store import ModelStore, atomic_write_text
-from albackend.training import train_and_publish
+from albackend.services.store import ModelStore, atomic_write_text
+from albackend.services.training import train_and_publish
 from model import ActiveLearningModel
 from tests.support.published import CLS_CONFIG, labeled
 from tests.support.services import free_port
