@@ -36,7 +36,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "UPS_T": ("0.01", "UPS: temperature of the keep probability for the rest of the pool."),
     "UPS_FULL_ITERATIONS": ("0,1,4,8", "0-based iterations on which the full pool is scored."),
     "UPS_FULL_EVERY": ("0", "Also score the full pool every k iterations (0 = never)."),
-    "PREDICT_UPS_MIN_TASKS": ("200", "A /predict batch at least this large is served from the score cache where it is current (see README)."),
+    "PREDICT_UPS_MIN_TASKS": ("200", "A /predict batch at least this large is served from the score cache where it is current; before the first model, this many tasks without a cold-start score are not embedded in the request (see README)."),
     "PUSH_PREDICTIONS": ("true", "After each retrain, write the rescored predictions to Label Studio and PATCH model_version."),
     "PUBLISH_FIRST_CHUNK": ("256", "Tasks scored, pushed and made current (PATCH model_version) first after a retrain: the previous most uncertain ones."),
     "PUBLISH_CHUNK": ("2000", "Size of each later chunk of the rescoring, pushed to Label Studio as it completes."),

@@ -257,8 +257,11 @@ class _Run:
 def cold_start_answers(settings: Settings, store: ModelStore, project: str, tasks: list,
                        embed: Embed | None = None) -> list[dict] | None:
     """/predict before the first model: each task's cold-start score (version ``coldstart-<project>``); a task the
-    ranking lacks is embedded now and placed into it. None when there is no ranking (cold start off or not done
-    yet): the caller answers as without one."""
+    ranking lacks is embedded now and placed into it — unless a batch holds PREDICT_UPS_MIN_TASKS such tasks or
+    more ("Retrieve predictions" while a round is still embedding the pool), whose embedding would outlast Label
+    Studio's patience: those get the last score, 1.0. Every answer is recorded, so no round pushes the task a
+    second prediction of the version. None when there is no ranking yet (cold start off or not done): the caller
+    answers as without one."""
     if not settings.cold_start:
         return None
     pdir = store.project_dir(project)
@@ -281,10 +284,11 @@ def cold_start_answers(settings: Settings, store: ModelStore, project: str, task
             log.info("predict: task %s gets the last cold-start score: %s", ids[k], exc)
             continue
         todo.append(k)
-    if todo:
+    if todo and len(todo) < settings.predict_ups_min_tasks:
         emb = (embed or default_embed(settings))(texts)
         batch = data.top_batch(settings.near_duplicate_top, settings.near_duplicate_threshold)
         scores[todo] = batch.admit(place(data.ranking, emb), lambda i: emb[i])
+    if todo:
         PredictionStore(pdir / LEDGER_FILE).put(
             (ids[k], version, float(scores[k]), []) for k in todo if ids[k] is not None)
     return [{"result": [], "score": float(s), "model_version": version} for s in scores]

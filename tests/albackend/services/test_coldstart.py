@@ -80,6 +80,13 @@ def test_predict_before_training_answers_the_cold_start_ranking(settings):
     ledger = PredictionStore(ModelStore(settings.model_dir).project_dir("12") / coldstart.LEDGER_FILE).get([500])
     assert ledger[500][0] == version  # a later round will not push it a second time
 
+    many = [{"id": 600 + i, "data": {"text": f"one of many new tasks {i}"}} for i in range(3)]
+    tight = create_app(dataclasses.replace(settings, predict_ups_min_tasks=3),
+                       model_class=ActiveLearningModel).test_client()
+    results = tight.post("/predict", json={"tasks": tasks[:2] + many, "project": 12}).get_json()["results"]
+    assert [r["score"] for r in results[2:]] == [1.0] * 3  # too many to embed in the request: last
+    assert np.allclose([r["score"] for r in results[:2]], data.scores[:2])
+
     off = create_app(dataclasses.replace(settings, cold_start=False), model_class=ActiveLearningModel).test_client()
     results = off.post("/predict", json={"tasks": tasks[:3], "project": 12}).get_json()["results"]
     assert [r["score"] for r in results] == [0.0, 0.0, 0.0]
