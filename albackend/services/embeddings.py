@@ -152,15 +152,12 @@ def near_duplicate_filter(settings: Settings, project_dir: Path, texts_of: Calla
 
         def rows(idx: np.ndarray) -> np.ndarray:
             at = stored.positions(ids[idx]) if stored is not None else np.full(len(idx), -1)
-            missing = np.flatnonzero(at < 0)
-            out = np.zeros((len(idx), 0), np.float32)
-            if len(missing):
-                fresh = embed(texts_of(ids[idx][missing]))
-                out = np.zeros((len(idx), fresh.shape[1]), np.float32)
+            known, missing = np.flatnonzero(at >= 0), np.flatnonzero(at < 0)
+            fresh = embed(texts_of(ids[idx][missing])) if len(missing) else None
+            out = np.zeros((len(idx), stored.emb.shape[1] if fresh is None else fresh.shape[1]), np.float32)
+            if fresh is not None:
                 out[missing] = fresh
-            if len(missing) < len(idx):
-                known = np.flatnonzero(at >= 0)
-                out = out if out.shape[1] else np.zeros((len(idx), stored.emb.shape[1]), np.float32)
+            if len(known):
                 out[known] = stored.emb[at[known]]
             if batch.mean is None and len(out) >= MIN_ROWS_FOR_MEAN:
                 batch.mean = out.mean(axis=0)
