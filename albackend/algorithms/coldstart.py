@@ -15,7 +15,7 @@ score first): a task's cold-start score is its rank / (n - 1), in [0, 1], 0 = la
 Near duplicates. Annotators label the top of a ranking as one batch, and two near-identical tasks in it waste a
 label. `demote_near_duplicates` (a whole ranking) and `TopBatch` (a ranking published chunk by chunk) keep the
 best ``top`` tasks pairwise below a cosine similarity ``threshold``: a task too similar to a better one is
-demoted behind every distinct task, never dropped. Cosines are taken after centring (subtracting the pool's mean
+demoted to the end (the ranking's last place, or the last score Label Studio accepts, 1.0), never dropped. Cosines are taken after centring (subtracting the pool's mean
 embedding): raw mean-pooled embeddings share a dominant direction that makes unrelated texts look alike.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 CHUNK = 2048  # rows per block of similarities: bounds memory at CHUNK x n floats
-DEMOTE = 1.0  # added to a demoted task's score: every score of the backend is in [0, 1], so it goes behind all
+DEMOTED = 1.0  # a demoted task's score: the last one Label Studio accepts (it drops predictions scored outside [0, 1])
 
 
 def unit_rows(emb: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
@@ -210,7 +210,7 @@ class TopBatch:
     """The best ``top`` distinct tasks of a ranking published chunk by chunk (lowest scores first).
 
     `admit` takes each chunk's scores and returns them with every newcomer that would enter the current top but
-    near-duplicates a member raised by `DEMOTE`; members pushed out of the top by better newcomers leave it. As the
+    near-duplicates a member set to `DEMOTED`, the last score; members pushed out of the top by better newcomers leave it. As the
     top's worst score only falls, a demoted task never re-enters, so at every moment the top ``top`` published
     scores are pairwise distinct. Embeddings are asked for (``embed(indices)``) only for the chunk's candidates.
     """
@@ -229,7 +229,7 @@ class TopBatch:
         return len(self.scores) < self.top or score < self.scores.max()
 
     def admit(self, scores: np.ndarray, embed: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """``scores`` with near-duplicates of the top raised by `DEMOTE`. ``embed(indices)`` gives embeddings
+        """``scores`` with near-duplicates of the top set to `DEMOTED`. ``embed(indices)`` gives embeddings
         (centred by ``mean`` and normalised here), asked for ``top`` candidates at a time, best first, and only
         while the next candidate could still enter the top."""
         out = np.asarray(scores, dtype=np.float64).copy()
@@ -252,7 +252,7 @@ class TopBatch:
     def _take(self, out: np.ndarray, i: int, row: np.ndarray) -> None:
         """Demote task ``i`` if it near-duplicates a member, else make it a member (dropping the worst if full)."""
         if len(self.scores) and float(np.max(self.x @ row)) >= self.threshold:
-            out[i] += DEMOTE
+            out[i] = DEMOTED
             self.demoted += 1
             return
         if len(self.scores) >= self.top:
