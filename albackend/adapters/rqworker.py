@@ -1,4 +1,5 @@
-"""The RQ worker class the backend's workers run: ``rq worker --worker-class albackend.adapters.rqworker.PreloadedWorker``.
+"""The RQ worker class the backend's workers run:
+``rq worker --worker-class albackend.adapters.rqworker.PreloadedWorker``.
 
 RQ forks a fresh work-horse per job. With the stock worker each horse imports the job functions itself (torch,
 transformers, the backend: ~4-10 s on a 2-core CPU) before it can start training or scoring, and that is paid on

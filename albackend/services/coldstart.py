@@ -32,9 +32,8 @@ import numpy as np
 from albackend.services import jobs
 from albackend.algorithms.coldstart import place, rank_pool
 from albackend.domain.examples import TaskError, int64_id, task_text
-from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
+from albackend.domain.labelconfig import TaskSpec, parse_label_config
 from albackend.adapters.lsclient import LabelStudioError, redact
-from albackend.models.registry import ModelNotFound
 from albackend.services.predstore import PredictionStore
 from albackend.services.publish import Publisher
 from albackend.adapters.redisconn import RedisError
@@ -44,7 +43,7 @@ from albackend.settings import Settings
 from albackend.services.store import ModelStore, atomic_write_text, project_key
 from albackend.services.tasksync import sync_project
 from albackend.services.taskstore import TaskStore
-from albackend.services.training import ls_client
+from albackend.services.training import EXPECTED_FAILURES, ls_client
 from albackend.algorithms.ups.round import chunk_bounds
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def run_cold_start(settings: Settings, store: ModelStore, project: str, embed: E
     try:
         with jobs.project_lock(settings, store, project):
             state.update(_round(settings, store, project, embed or default_embed(settings), progress))
-    except (LabelStudioError, ConfigError, ModelNotFound, ValueError) as exc:
+    except EXPECTED_FAILURES as exc:  # the reason is the message; anything else is a bug and logs its traceback
         log.warning("project %s: cold start failed: %s", project, exc)
         state.update(state="failed", reason=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a thread or job must record why it stopped

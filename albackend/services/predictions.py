@@ -17,6 +17,10 @@ from albackend.models.acquisition import AcquisitionModel, Predictions
 MAHALANOBIS_FILE = "mahalanobis.npz"
 
 
+class StrategyError(ValueError):
+    """QUERY_STRATEGY names no strategy, or one for the other task kind: a configuration error, not a bug."""
+
+
 def resolve_strategy(spec: TaskSpec, name: str) -> str:
     """`auto` picks the paper's defaults: LC for classification, MNLP for tagging."""
     name = (name or "auto").strip().lower()
@@ -24,9 +28,12 @@ def resolve_strategy(spec: TaskSpec, name: str) -> str:
         if spec.kind == "tagging":
             return "mnlp"
         return "least_confident_multilabel" if spec.multi_label else "least_confident"
-    info = strategies.get_strategy(name)
+    try:
+        info = strategies.get_strategy(name)
+    except ValueError as exc:
+        raise StrategyError(str(exc)) from None
     if info.kind not in ("both", spec.kind):
-        raise ValueError(f"query strategy {name!r} is for {info.kind}, this project is {spec.kind}")
+        raise StrategyError(f"query strategy {name!r} is for {info.kind}, this project is {spec.kind}")
     if name == "least_confident" and spec.multi_label:
         return "least_confident_multilabel"
     return info.name

@@ -23,7 +23,7 @@ from albackend.adapters.lsclient import LabelStudioClient, LabelStudioError
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig, default_train_config, warm_train_config
-from albackend.services.predictions import load_mahalanobis, resolve_strategy, save_mahalanobis
+from albackend.services.predictions import StrategyError, load_mahalanobis, resolve_strategy, save_mahalanobis
 from albackend.services.publish import Publisher, prune_versions
 from albackend.services.sharding import ShardedScorer
 from albackend.services.rescoring import rescore_pool, unlabeled_pool
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 class TrainingSkipped(RuntimeError):
     """Not enough usable gold data yet: a clear reason, not a crash."""
+
+
+# A job that ends with one of these failed for a reason its message states (data, configuration, LS, model name).
+EXPECTED_FAILURES = (TrainingSkipped, ConfigError, LabelStudioError, ModelNotFound, StrategyError)
 
 
 def save_connection(store: ModelStore, project: str, hostname: str, access_token: str) -> None:
@@ -202,7 +206,7 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
         with jobs.project_lock(settings, store, project):
             run_iteration(settings, store, project, stats, progress)
         record.update(state="finished", stats=stats)
-    except (TrainingSkipped, ConfigError, LabelStudioError, ModelNotFound, ValueError) as exc:
+    except EXPECTED_FAILURES as exc:  # the reason is the message; anything else is a bug and logs its traceback
         log.warning("project %s: training job %s did not publish a model: %s", project, job_id, exc)
         record.update(state="failed", **jobs.failure(exc), stats=stats)
     except Exception as exc:

@@ -16,6 +16,7 @@ def test_is_rqs_forking_worker() -> None:
 
 def test_importing_the_worker_class_preloads_the_job_stack() -> None:
     code = ("import sys; import albackend.adapters.rqworker; "
-            "print(all(m in sys.modules for m in ('torch', 'transformers', 'albackend.adapters.rqjobs', 'albackend.services.training')))")
+            "print(all(m in sys.modules for m in ('torch', 'transformers', 'albackend.adapters.rqjobs', "
+            "'albackend.services.training')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "True"

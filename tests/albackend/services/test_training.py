@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from albackend.services import jobs
+from albackend.services import training as training_module
 from albackend.domain.examples import Example
 from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel
@@ -23,6 +25,7 @@ from albackend.services.predstore import PredictionStore
 from albackend.services.rescoring import rescore_pool, unlabeled_pool
 from albackend.settings import Settings
 from albackend.services.store import ModelStore
+from albackend.services.predictions import StrategyError
 from albackend.services.training import TrainingSkipped, check_gold, train_and_publish, training_job
 from tests.support.services import free_port
 from tests.support.tiny import make_tiny_bert
@@ -128,6 +131,15 @@ def test_train_and_publish_skips_without_publishing(settings):
     with pytest.raises(TrainingSkipped, match="no usable"):
         train_and_publish(settings, store, "1", CLS, pool_tasks(4), {"seconds": {}})
     assert store.current("1") is None and store.versions("1") == []
+
+
+@pytest.mark.parametrize("strategy,match", [("mnlp", "is for tagging"), ("least_confidence", "unknown query strategy")])
+def test_a_wrong_query_strategy_is_a_named_configuration_error(settings, strategy, match):
+    store = ModelStore(settings.model_dir)
+    with pytest.raises(StrategyError, match=match):
+        train_and_publish(dataclasses.replace(settings, query_strategy=strategy), store, "1", CLS, labeled_tasks(),
+                          {"seconds": {}})
+    assert store.current("1") is None
 
 
 def test_failing_training_keeps_the_published_model(settings, tmp_path):
@@ -308,3 +320,23 @@ def test_failed_job_leaves_the_published_model_current(settings):
     record = training_job("8", _job(store, "8"), settings=s)
     assert record["state"] == "failed"
     assert store.current_version("8") == info["model_version"]
+
+
+def test_an_expected_failure_logs_its_reason_and_a_bug_its_traceback(settings, monkeypatch, caplog):
+    """A known reason (here: no LS to call) is one warning line; any other exception is a logged traceback."""
+    store = ModelStore(settings.model_dir)
+    with caplog.at_level(logging.WARNING, logger="albackend.services.training"):
+        record = training_job("6", _job(store, "6"), settings=settings)
+    assert record["state"] == "failed" and "no Label Studio URL" in record["reason"]
+    assert [r.exc_info for r in caplog.records if r.name == "albackend.services.training"] == [None]
+    caplog.clear()
+
+    def bug(*args, **kwargs):
+        raise ValueError("a bug, not a configuration problem")
+
+    monkeypatch.setattr(training_module, "run_iteration", bug)
+    with caplog.at_level(logging.WARNING, logger="albackend.services.training"):
+        record = training_job("6", _job(store, "6"), settings=settings)
+    assert record["state"] == "failed" and "a bug" in record["reason"]
+    crashed = [r for r in caplog.records if r.name == "albackend.services.training"]
+    assert len(crashed) == 1 and crashed[0].exc_info and crashed[0].exc_info[0] is ValueError
