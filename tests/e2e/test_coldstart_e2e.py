@@ -84,6 +84,7 @@ def test_cold_start_ranking_is_served_before_any_training(backend, ls_client):
     ml = ls.connect_ml(pid, backend.url, title="albackend")
     assert ml["state"] == "CO", ml
     cs = wait_cold_start(backend, pid, at_least=len(ids))
+    print(f"[e2e cold start] {json.dumps({k: cs.get(k) for k in ('embedded', 'seconds', 'current_after_s')})}")
     assert cs["version"] == version and cs["encoder"] == "splade-tiny", cs
     assert cs["embedded"] == len(ids) and cs["predictions_pushed"] == len(ids), cs
     assert cs["near_duplicates_demoted"] >= 0 and cs["sampling_set"] is True, cs
