@@ -39,13 +39,17 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "UPS_T": ("0.01", "UPS: temperature of the keep probability for the rest of the pool."),
     "UPS_FULL_ITERATIONS": ("0,1,4,8", "0-based iterations on which the full pool is scored."),
     "UPS_FULL_EVERY": ("0", "Also score the full pool every k iterations (0 = never)."),
-    "PREDICT_UPS_MIN_TASKS": ("200", "A /predict batch at least this large is served from the score cache where it is current (see README)."),
+    "PREDICT_UPS_MIN_TASKS": ("200", "A /predict batch at least this large is served from the score cache where it is current; before the first model, this many tasks without a cold-start score are not embedded in the request (see README)."),
     "PUSH_PREDICTIONS": ("true", "After each retrain, write the rescored predictions to Label Studio and PATCH model_version."),
     "PUBLISH_FIRST_CHUNK": ("256", "Tasks scored, pushed and made current (PATCH model_version) first after a retrain: the previous most uncertain ones."),
     "PUBLISH_CHUNK": ("2000", "Size of each later chunk of the rescoring, pushed to Label Studio as it completes."),
     "SCORE_SHARD_SIZE": ("1000", "With REDIS_URL: a rescoring chunk of at least two shards of this many tasks is scored by every free RQ worker (0 = never shard)."),
     "PUSH_BATCH": ("2000", "Predictions per POST to Label Studio's import/predictions (bench/ls_push.py: 2000 per request stores 12x faster than 100; parallel requests are slower on LS's SQLite)."),
     "KEEP_PREDICTION_VERSIONS": ("1", "Earlier model versions whose predictions stay in Label Studio besides the current one; older ones of this backend are deleted."),
+    "COLD_START": ("true", "Before the first model: rank the pool by representativeness and diversity (k-means on the acquisition model's pretrained encoder, mean-pooled) and push it as predictions of version coldstart-<project>, so Label Studio serves typical, distinct tasks first (see README)."),
+    "COLD_START_SAMPLE": ("2000", "Cold start: tasks embedded, ranked and pushed first; the rest of the pool is embedded chunk by chunk (PUBLISH_CHUNK) and placed into that ranking."),
+    "NEAR_DUPLICATE_THRESHOLD": ("0.92", "Cosine similarity (centred encoder embeddings) from which a task in the top NEAR_DUPLICATE_TOP of a published ranking counts as a near-duplicate of a better one and is served after every distinct task; 0 = off."),
+    "NEAR_DUPLICATE_TOP": ("100", "How many best-ranked tasks of the cold start and of every retrain's ranking are kept free of near-duplicates."),
     "RETRAIN_EVERY": ("10", "Queue a retrain after this many annotation events (START_TRAINING always queues one); a project's own min_annotations_to_start_training overrides it."),
     "MIN_TAGGED_SENTENCES": ("5", "Tagging: a retrain needs at least this many annotated sentences with an entity span (else the job is skipped with the reason), so the first job does not train on one sentence."),
     "SET_SAMPLING": ("true", "Switch the project to Uncertainty sampling on the first publish (the Community Edition UI cannot)."),
@@ -151,6 +155,10 @@ class Settings:
     score_shard_size: int
     push_batch: int
     keep_prediction_versions: int
+    cold_start: bool
+    cold_start_sample: int
+    near_duplicate_threshold: float
+    near_duplicate_top: int
     retrain_every: int
     min_tagged_sentences: int
     set_sampling: bool
@@ -212,6 +220,10 @@ class Settings:
             score_shard_size=max(0, int(num("SCORE_SHARD_SIZE", int))),
             push_batch=max(1, int(num("PUSH_BATCH", int))),
             keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
+            cold_start=_bool(env("COLD_START")),
+            cold_start_sample=max(1, int(num("COLD_START_SAMPLE", int))),
+            near_duplicate_threshold=float(num("NEAR_DUPLICATE_THRESHOLD", float)),
+            near_duplicate_top=max(0, int(num("NEAR_DUPLICATE_TOP", int))),
             retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
             min_tagged_sentences=_non_negative("MIN_TAGGED_SENTENCES", int(num("MIN_TAGGED_SENTENCES", int))),
             set_sampling=_bool(env("SET_SAMPLING")),

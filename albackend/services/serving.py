@@ -19,6 +19,7 @@ from albackend.models.acquisition import AcquisitionModel
 from albackend.services.predictions import load_mahalanobis
 from albackend.services.predstore import PredictionStore
 from albackend.services.rescoring import score_texts
+from albackend.services.coldstart import cold_start_answers
 from albackend.settings import Settings
 from albackend.services.store import ModelStore
 from albackend.services.textlinks import project_links
@@ -53,14 +54,19 @@ class ModelCache:
             return entry
 
 
-def no_model_results(settings: Settings, store: ModelStore, project: str, tasks: list[dict]) -> list[list[dict]]:
+def no_model_results(settings: Settings, store: ModelStore, project: str,
+                     tasks: list[dict]) -> tuple[list, dict]:
     """/predict before the project has a model: no prediction for any task.
 
     One empty list per task: Label Studio reads each entry as the task's list of predictions and stores none (an
     empty ``result`` would be stored as an empty prediction of the placeholder version on every task an annotator
-    opens). The one place that answers for a project without a model: cold-start scores hook in here.
+    opens). The one place that answers for a project without a model: the cold-start ranking when there is one
+    (scores that order the pool by representativeness), else nothing.
     """
-    return [[] for _ in tasks]
+    cold = cold_start_answers(settings, store, project, tasks)
+    if cold is not None:
+        return cold, {"model": None, "cold_start": True}
+    return [[] for _ in tasks], {"model": None}
 
 
 def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, project: str,
@@ -69,7 +75,7 @@ def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, proj
     Returns (results, stats)."""
     loaded = cache.get(project)
     if loaded is None:
-        return no_model_results(settings, store, project, tasks), {"model": None}
+        return no_model_results(settings, store, project, tasks)
     version, model, fit = loaded
     strategy = model.meta.get("strategy", "least_confident")
     results: list[dict | list | None] = [None] * len(tasks)

@@ -28,6 +28,7 @@ from albackend.services.predictions import StrategyError, load_mahalanobis, reso
 from albackend.services.publish import Publisher, prune_versions
 from albackend.services.sharding import ShardedScorer
 from albackend.services.rescoring import rescore_pool, unlabeled_pool
+from albackend.services.embeddings import near_duplicate_filter
 from albackend.settings import Settings
 from albackend.services.store import ModelStore, atomic_write_text
 from albackend.algorithms.strategies import fit_mahalanobis
@@ -146,11 +147,14 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
         return sharded
 
     use_rq = bool(settings.redis_url) and settings.score_shard_size > 0
+    pos = {int(t): i for i, t in enumerate(pool.task_ids)}
+    demote = near_duplicate_filter(settings, store.project_dir(project),
+                                   lambda ids: [pool.texts[pos[int(t)]] for t in ids])
     try:
         _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
                                   iteration=info["iteration"], strategy=info["strategy"], settings=settings,
                                   fit=load_mahalanobis(Path(info["path"])), publish=publisher,
-                                  scale_out=scale_out if use_rq else None)
+                                  scale_out=scale_out if use_rq else None, demote=demote)
     finally:
         publisher.finish()
     if sharded is not None:
