@@ -176,65 +176,83 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """Read every variable, failing fast with the variable's name on a malformed number."""
-        def num(name: str, kind: type) -> int | float:
-            raw = env(name)
-            try:
-                return kind(raw)
-            except ValueError as exc:
-                raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**_model_and_training(), **_loop_and_publish(), **_service())
 
-        return cls(
-            model_dir=Path(env("MODEL_DIR")).expanduser().resolve(),
-            acquisition_model=env("ACQUISITION_MODEL"),
-            query_strategy=env("QUERY_STRATEGY"),
-            redis_url=env("REDIS_URL"),
-            rq_queue=env("RQ_QUEUE"),
-            label_studio_url=env("LABEL_STUDIO_URL").rstrip("/"),
-            label_studio_api_key=env("LABEL_STUDIO_API_KEY"),
-            train_epochs=int(num("TRAIN_EPOCHS", int)),
-            train_min_steps=int(num("TRAIN_MIN_STEPS", int)),
-            train_max_steps=int(num("TRAIN_MAX_STEPS", int)),
-            train_batch_size=int(num("TRAIN_BATCH_SIZE", int)),
-            train_lr=float(num("TRAIN_LR", float)),
-            train_head_lr=float(num("TRAIN_HEAD_LR", float)),
-            warm_start=_bool(env("WARM_START")),
-            warm_start_steps_fraction=_fraction("WARM_START_STEPS_FRACTION",
-                                                float(num("WARM_START_STEPS_FRACTION", float))),
-            scratch_every=_non_negative("SCRATCH_EVERY", int(num("SCRATCH_EVERY", int))),
-            max_length=int(num("MAX_LENGTH", int)),
-            infer_batch_size=int(num("INFER_BATCH_SIZE", int)),
-            scoring_precision=parse_scoring_precision(env("SCORING_PRECISION")),
-            max_text_chars=int(num("MAX_TEXT_CHARS", int)),
-            text_url_hosts=env("TEXT_URL_HOSTS"),
-            text_url_max_kb=float(num("TEXT_URL_MAX_KB", float)),
-            text_url_timeout_s=float(num("TEXT_URL_TIMEOUT_S", float)),
-            ups_enabled=_bool(env("UPS_ENABLED")),
-            ups_gamma=float(num("UPS_GAMMA", float)),
-            ups_t=float(num("UPS_T", float)),
-            ups_full_iterations=env("UPS_FULL_ITERATIONS"),
-            ups_full_every=int(num("UPS_FULL_EVERY", int)),
-            predict_ups_min_tasks=int(num("PREDICT_UPS_MIN_TASKS", int)),
-            push_predictions=_bool(env("PUSH_PREDICTIONS")),
-            publish_first_chunk=max(1, int(num("PUBLISH_FIRST_CHUNK", int))),
-            publish_chunk=max(1, int(num("PUBLISH_CHUNK", int))),
-            score_shard_size=max(0, int(num("SCORE_SHARD_SIZE", int))),
-            push_batch=max(1, int(num("PUSH_BATCH", int))),
-            keep_prediction_versions=max(0, int(num("KEEP_PREDICTION_VERSIONS", int))),
-            cold_start=_bool(env("COLD_START")),
-            cold_start_sample=max(1, int(num("COLD_START_SAMPLE", int))),
-            near_duplicate_threshold=float(num("NEAR_DUPLICATE_THRESHOLD", float)),
-            near_duplicate_top=max(0, int(num("NEAR_DUPLICATE_TOP", int))),
-            retrain_every=max(1, int(num("RETRAIN_EVERY", int))),
-            min_tagged_sentences=_non_negative("MIN_TAGGED_SENTENCES", int(num("MIN_TAGGED_SENTENCES", int))),
-            set_sampling=_bool(env("SET_SAMPLING")),
-            ls_training_state=_bool(env("LS_TRAINING_STATE")),
-            max_request_mb=float(num("MAX_REQUEST_MB", float)),
-            body_read_timeout_s=float(num("BODY_READ_TIMEOUT_S", float)),
-            redis_timeout=float(num("REDIS_TIMEOUT", float)),
-            job_history=int(num("JOB_HISTORY", int)),
-            basic_auth_user=env("BASIC_AUTH_USER"),
-            basic_auth_pass=env("BASIC_AUTH_PASS"),
-            seed=int(num("SEED", int)),
-            log_level=env("LOG_LEVEL").upper(),
-            device=env("DEVICE"),
-        )
+
+def _model_and_training() -> dict:
+    """Where models live, which one, how it trains and scores; task texts."""
+    return dict(
+        model_dir=Path(env("MODEL_DIR")).expanduser().resolve(),
+        acquisition_model=env("ACQUISITION_MODEL"),
+        query_strategy=env("QUERY_STRATEGY"),
+        redis_url=env("REDIS_URL"),
+        rq_queue=env("RQ_QUEUE"),
+        label_studio_url=env("LABEL_STUDIO_URL").rstrip("/"),
+        label_studio_api_key=env("LABEL_STUDIO_API_KEY"),
+        train_epochs=int(_num("TRAIN_EPOCHS", int)),
+        train_min_steps=int(_num("TRAIN_MIN_STEPS", int)),
+        train_max_steps=int(_num("TRAIN_MAX_STEPS", int)),
+        train_batch_size=int(_num("TRAIN_BATCH_SIZE", int)),
+        train_lr=float(_num("TRAIN_LR", float)),
+        train_head_lr=float(_num("TRAIN_HEAD_LR", float)),
+        warm_start=_bool(env("WARM_START")),
+        warm_start_steps_fraction=_fraction("WARM_START_STEPS_FRACTION",
+                                            float(_num("WARM_START_STEPS_FRACTION", float))),
+        scratch_every=_non_negative("SCRATCH_EVERY", int(_num("SCRATCH_EVERY", int))),
+        max_length=int(_num("MAX_LENGTH", int)),
+        infer_batch_size=int(_num("INFER_BATCH_SIZE", int)),
+        scoring_precision=parse_scoring_precision(env("SCORING_PRECISION")),
+        max_text_chars=int(_num("MAX_TEXT_CHARS", int)),
+        text_url_hosts=env("TEXT_URL_HOSTS"),
+        text_url_max_kb=float(_num("TEXT_URL_MAX_KB", float)),
+        text_url_timeout_s=float(_num("TEXT_URL_TIMEOUT_S", float)),
+    )
+
+
+def _loop_and_publish() -> dict:
+    """UPS, the progressive publish to Label Studio and cold start."""
+    return dict(
+        ups_enabled=_bool(env("UPS_ENABLED")),
+        ups_gamma=float(_num("UPS_GAMMA", float)),
+        ups_t=float(_num("UPS_T", float)),
+        ups_full_iterations=env("UPS_FULL_ITERATIONS"),
+        ups_full_every=int(_num("UPS_FULL_EVERY", int)),
+        predict_ups_min_tasks=int(_num("PREDICT_UPS_MIN_TASKS", int)),
+        push_predictions=_bool(env("PUSH_PREDICTIONS")),
+        publish_first_chunk=max(1, int(_num("PUBLISH_FIRST_CHUNK", int))),
+        publish_chunk=max(1, int(_num("PUBLISH_CHUNK", int))),
+        score_shard_size=max(0, int(_num("SCORE_SHARD_SIZE", int))),
+        push_batch=max(1, int(_num("PUSH_BATCH", int))),
+        keep_prediction_versions=max(0, int(_num("KEEP_PREDICTION_VERSIONS", int))),
+        cold_start=_bool(env("COLD_START")),
+        cold_start_sample=max(1, int(_num("COLD_START_SAMPLE", int))),
+        near_duplicate_threshold=float(_num("NEAR_DUPLICATE_THRESHOLD", float)),
+        near_duplicate_top=max(0, int(_num("NEAR_DUPLICATE_TOP", int))),
+    )
+
+
+def _service() -> dict:
+    """The retrain policy, what the backend writes into Label Studio, the web service, auth, logging, seed, device."""
+    return dict(
+        retrain_every=max(1, int(_num("RETRAIN_EVERY", int))),
+        min_tagged_sentences=_non_negative("MIN_TAGGED_SENTENCES", int(_num("MIN_TAGGED_SENTENCES", int))),
+        set_sampling=_bool(env("SET_SAMPLING")),
+        ls_training_state=_bool(env("LS_TRAINING_STATE")),
+        max_request_mb=float(_num("MAX_REQUEST_MB", float)),
+        body_read_timeout_s=float(_num("BODY_READ_TIMEOUT_S", float)),
+        redis_timeout=float(_num("REDIS_TIMEOUT", float)),
+        job_history=int(_num("JOB_HISTORY", int)),
+        basic_auth_user=env("BASIC_AUTH_USER"),
+        basic_auth_pass=env("BASIC_AUTH_PASS"),
+        seed=int(_num("SEED", int)),
+        log_level=env("LOG_LEVEL").upper(),
+        device=env("DEVICE"),
+    )
+
+
+def _num(name: str, kind: type) -> int | float:
+    raw = env(name)
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from exc
