@@ -1,20 +1,22 @@
 """Active-learning emulation (the paper's protocol, section 5.1) on a labeled dataset, with the product's code.
 
-Starts from a random seed set, then per iteration trains the acquisition model from scratch, trains and tests
+Starts from a seed set (random, or the backend's cold-start ranking), then per iteration trains the acquisition model from scratch, trains and tests
 each configuration's successor, scores the pool (full, or UPS subsample) and "annotates" the query with the
 gold labels. Several configurations land in one report: ``results.json``, ``report.md`` and PNG plots.
 
     python bench/emulate.py --dataset agnews                     # 2-core CPU default (profile cpu)
     python bench/emulate.py --dataset conll2003
     python bench/emulate.py --dataset agnews --profile gpu       # full-scale configuration (GPU)
+    python bench/emulate.py --dataset agnews --profile coldstart # cold-start vs random seed set (reduced)
     python bench/emulate.py --train my.csv --test my_test.csv --configs standard,ups --iterations 8
     python bench/emulate.py --config-file bench/emulation/example.yaml
     python bench/emulate.py --report-only bench/out/emulate/agnews    # re-render from results.json
 
 Configurations (``--configs``, comma-separated presets; A = --acquisition, S = --successor, T = --teacher):
-standard (A, full pool, successor A), ups, ups-topk (T=0), random, warm (A warm-started), mismatch (A -> S on gold only), teacher
-(A -> T on gold only), same (S acquires for itself), plasm (A -> PLASM: T teacher, filter, S successor),
-random-succ, ups-plasm. See docs/emulation.md.
+standard (A, full pool, successor A), ups, ups-topk (T=0), random, coldstart (standard from the backend's
+cold-start seed set), warm (A warm-started), mismatch (A -> S on gold only), teacher (A -> T on gold only),
+same (S acquires for itself), plasm (A -> PLASM: T teacher, filter, S successor), random-succ, ups-plasm.
+See docs/emulation.md.
 """
 from __future__ import annotations
 
@@ -55,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-seed", type=int, help="seed of the pool/test subsets (shared by all AL seeds)")
     a = p.add_argument_group("protocol")
     a.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                   help="defaults: cpu (2-core CPU, 3 seeds) or gpu (full scale); explicit options override")
+                   help="defaults: cpu (2-core CPU, 3 seeds), gpu (full scale) or coldstart (cold-start vs random "
+                        "seed set, reduced); explicit options override")
     a.add_argument("--configs", help="comma-separated presets: " + ", ".join(presets(Settings())))
     a.add_argument("--config-file", help="JSON/YAML file with 'settings' and 'configs'")
     a.add_argument("--seeds", help="comma-separated AL seeds, e.g. 0,1,2")
@@ -155,6 +158,8 @@ def _check(st: Settings, kind: str) -> None:
     spec = TaskSpec(kind, "label", "text", "text", ("A", "B"))
     for c in st.configs:
         resolve_strategy(spec, c.strategy)
+        if c.seed_set == "coldstart" and c.acquisition in CLASSICAL:
+            raise ValueError(f"{c.name}: a cold-start seed set embeds with an HF encoder, not {c.acquisition!r}")
         names = [c.acquisition] + ([c.successor] if c.successor != "acquisition" else [])
         names += [c.teacher] if c.plasm else []
         # the student is distilled by the run; its teacher must exist

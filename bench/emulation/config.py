@@ -18,6 +18,7 @@ from bench.emulation.learners import TrainOpts
 
 ACQ = "acquisition"  # successor = the acquisition model itself
 STUDENT = "student"  # model name: the student distilled from the teacher on this run's pool (Settings.distil)
+SEED_SETS = ("random", "coldstart")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ConfigSpec:
     warm_start: bool = False  # acquisition model warm-started from its previous iteration's weights
     scratch_every: int = 0  # with warm_start: from scratch on every k-th iteration (0 = never)
     warm_steps_fraction: float = 0.5  # with warm_start: fraction of the from-scratch steps
+    seed_set: str = "random"  # random | coldstart: the product's cold-start ranking (albackend.algorithms.coldstart)
     label: str = ""  # legend / table text
 
     def __post_init__(self):
@@ -45,13 +47,16 @@ class ConfigSpec:
             raise ValueError(f"configuration name {self.name!r} must be non-empty without spaces, commas, slashes")
         if self.plasm and self.successor == ACQ:
             raise ValueError(f"{self.name}: PLASM needs a successor model (successor={ACQ!r} is the acquisition one)")
+        if self.seed_set not in SEED_SETS:
+            raise ValueError(f"{self.name}: seed_set {self.seed_set!r} is not one of {', '.join(SEED_SETS)}")
         retrain_mode(1, self.scratch_every)  # validates scratch_every
         warm_steps(1, self.warm_steps_fraction)  # validates the fraction
 
     def acquisition_key(self) -> tuple:
         ups = (self.gamma, self.temperature, self.full_iterations, self.full_every) if self.ups else None
         warm = (self.scratch_every, self.warm_steps_fraction) if self.warm_start else None
-        return (self.acquisition, self.strategy, ups) + ((warm,) if warm else ())
+        cold = ("coldstart",) if self.seed_set == "coldstart" else ()
+        return (self.acquisition, self.strategy, ups) + ((warm,) if warm else ()) + cold
 
     def acquisition_opts(self, opts: TrainOpts) -> TrainOpts:
         """The acquisition model's training options with this configuration's warm-start choice."""
@@ -64,7 +69,7 @@ class ConfigSpec:
         acq = f"{self.acquisition} {self.strategy}" + (
             f" + UPS(γ={self.gamma:g}, T={self.temperature:g})" if self.ups else "") + (
             f" + warm start ({self.warm_steps_fraction:g} of the steps, scratch every {self.scratch_every})"
-            if self.warm_start else "")
+            if self.warm_start else "") + (" from a cold-start seed set" if self.seed_set == "coldstart" else "")
         if self.plasm:
             return f"acq {acq} → PLASM(teacher {self.teacher}, {self.plasm_filter}) → {self.successor}"
         succ = "itself" if self.successor == ACQ else f"{self.successor} (gold only)"
@@ -140,6 +145,8 @@ def presets(st: Settings) -> dict[str, ConfigSpec]:
         ConfigSpec("ups-topk", a, label=f"{a} acquisition, UPS top-γ only (T=0) (successor = {a})",
                    **{**ups, "temperature": 0.0}),
         ConfigSpec("random", a, strategy="random", label=f"random sampling (successor = {a})"),
+        ConfigSpec("coldstart", a, seed_set="coldstart",
+                   label=f"{a} acquisition, full pool, cold-start seed set (successor = {a})"),
         ConfigSpec("warm", a, label=f"{a} acquisition, warm start ({st.warm_steps_fraction:g} of the steps, "
                                     f"scratch every {st.scratch_every}) (successor = {a})", **warm),
         ConfigSpec("mismatch", a, successor=s, label=f"{a} acquisition → {s} on gold only (ASM)"),
@@ -157,7 +164,8 @@ _CNN_CPU = {"epochs": 10, "batch_size": 32}
 _BILSTM_CPU = {"epochs": 8, "batch_size": 32}
 
 
-# Profiles: the 2-core CPU default (< 30 min per dataset, 3 seeds) and the documented full-scale GPU run.
+# Profiles: the 2-core CPU default (< 30 min per dataset, 3 seeds), the documented full-scale GPU run, and the
+# reduced cold-start comparison (cold-start vs random seed set, 3 seeds; a few minutes per dataset on 2 cores).
 PROFILES: dict[str, dict[str, dict]] = {
     "cpu": {
         "classification": dict(
@@ -194,6 +202,18 @@ PROFILES: dict[str, dict[str, dict]] = {
             successor_train=dict(epochs=15, min_steps=300, lr=5e-5, max_length=256, infer_batch_size=256),
             classical={}, ups_full_iterations="0,1,4,8", plasm_pool=0,
             configs="standard,ups,random,mismatch,same,plasm,ups-plasm"),
+    },
+    "coldstart": {
+        "classification": dict(
+            pool_size=2000, test_size=500, seed_fraction=0.01, query_fraction=0.01, iterations=3,
+            acquisition="splade-tiny", successor="cnn", teacher="minilm-l6",
+            acquisition_train=dict(epochs=10, min_steps=60, lr=5e-4, max_length=128),
+            classical=dict(_CNN_CPU), configs="standard,coldstart"),
+        "tagging": dict(
+            pool_size=2000, test_size=300, seed_fraction=0.02, query_fraction=0.02, iterations=3,
+            acquisition="splade-tiny", successor="bilstm", teacher="minilm-l6",
+            acquisition_train=dict(epochs=10, min_steps=60, lr=5e-4, max_length=128),
+            classical=dict(_BILSTM_CPU), configs="standard,coldstart"),
     },
 }
 

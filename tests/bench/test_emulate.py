@@ -310,3 +310,40 @@ def test_transformer_successor_settings():
     assert st.acquisition == "/models/student" and not uses_student(st)
     assert {c.acquisition for c in st.configs} == {"/models/student", "mpnet"}
     assert "student acquisition" in st.configs[1].describe()  # labels keep the name
+
+
+def test_emulation_cold_start_seed_set(tmp_path, tiny_model):
+    """`coldstart` draws its seed set from the product's cold-start ranking of the pool, `standard` at random; the
+    rest of the loop is the same, and the profile `coldstart` compares exactly these two."""
+    import numpy as np
+
+    from albackend.algorithms.coldstart import rank_pool
+    from albackend.models.encoder import SentenceEncoder
+    from albackend.settings import ENV_VARS
+    from bench.emulate import main
+    from bench.emulation.config import PROFILES
+    from bench.emulation.data import load_dataset
+    from bench.emulation.loop import seed_set
+
+    train = _write_csv(tmp_path / "train.csv", _cls_rows(120, 0))
+    test = _write_csv(tmp_path / "test.csv", _cls_rows(30, 1))
+    cfg = _config_file(tmp_path / "cfg.json", tiny_model, "cnn",
+                       {"seed_fraction": 0.1, "query_fraction": 0.1, "iterations": 2, "seeds": [0, 1]})
+    out = tmp_path / "out"
+    assert main(["--train", str(train), "--test", str(test), "--config-file", str(cfg),
+                 "--configs", "standard,coldstart", "--out", str(out), "--no-progress"]) == 0
+    records = _check_outputs(out, ["standard", "coldstart"], 2, [0, 1], "classification")
+    cold = {r["seed"]: r for r in records if r["config"] == "coldstart" and r["iteration"] == 0}
+    assert all(r["seed_set"] == "coldstart" and r["seed_set_s"] > 0 and r["n_labeled"] >= 12 for r in cold.values())
+    assert {r["seed_set"] for r in records if r["config"] == "standard"} == {"random"}
+    # the seed set is the head of the ranking the backend would push (same function, same encoder)
+    ds = load_dataset(train=str(train), test=str(test))
+    emb = SentenceEncoder(tiny_model, device="cpu", max_length=32).embed(ds.pool.texts)
+    order = rank_pool(emb, top=int(ENV_VARS["NEAR_DUPLICATE_TOP"][0]),
+                      threshold=float(ENV_VARS["NEAR_DUPLICATE_THRESHOLD"][0]), seed=0).order
+    head = seed_set(ds, 12, order)
+    assert np.array_equal(head, np.sort(order[: len(head)])) and len({ds.pool.examples[i].label_ids[0]
+                                                                         for i in head}) >= 2
+    assert PROFILES["coldstart"]["classification"]["configs"] == "standard,coldstart"
+    assert main(["--train", str(train), "--test", str(test), "--config-file", str(cfg), "--configs", "coldstart",
+                 "--acquisition", "cnn", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
