@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad options or data: one clear line, no traceback
         print(f"emulate.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or a time budget's SIGINT (bench/emulation/mpnet_gpu.sh)
+        print("emulate.py: interrupted; every finished (configuration group, seed) is in results.json, "
+              "--resume continues", file=sys.stderr)
+        return 130
 
 
 def _check(st: Settings, kind: str) -> None:
@@ -202,7 +206,8 @@ def _main(args, argv: list[str] | None) -> int:
     ds = load_dataset(dataset=st.dataset, train=st.train, test=st.test, task=st.task, pool_size=st.pool_size,
                       test_size=st.test_size, data_seed=st.data_seed, text_column=st.text_column,
                       label_column=st.label_column)
-    out = Path(args.out or (Path(__file__).resolve().parent / "out" / "emulate" / ds.name))
+    default = ds.name if st.profile == "cpu" else f"{ds.name}-{st.profile}"  # profiles do not share a directory
+    out = Path(args.out or (Path(__file__).resolve().parent / "out" / "emulate" / default))
     from bench.emulation.runner import RESULTS, REPORT, run
 
     extra = {}

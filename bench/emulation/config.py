@@ -86,6 +86,7 @@ class ConfigSpec:
 
 @dataclass
 class Settings:
+    profile: str = "cpu"  # the profile the defaults came from (apply_profile); names the default output directory
     # data
     dataset: str | None = None
     train: str | None = None
@@ -270,6 +271,7 @@ def apply_profile(st: Settings, profile: str, kind: str) -> str:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     values = dict(PROFILES[profile][kind])
     configs = values.pop("configs")
+    st.profile = profile
     for key, value in values.items():
         if key in _TRAIN_KEYS:
             value = TrainOpts.from_dict(value)
@@ -304,7 +306,7 @@ def load_config_file(path: str | Path) -> dict:
 
 def update_settings(st: Settings, values: dict) -> None:
     """Set settings; training options and ``distil`` are merged into what is there (a profile's), not replaced."""
-    known = {f.name for f in dataclasses.fields(Settings)} - {"configs"}
+    known = {f.name for f in dataclasses.fields(Settings)} - {"configs", "profile"}
     for key, value in values.items():
         if key not in known:
             raise ValueError(f"unknown setting {key!r}; valid: {sorted(known)}")

@@ -5,7 +5,7 @@
 # saved, and a second call with the same OUT_DIR continues where the first stopped.
 #
 #   bench/emulation/mpnet_gpu.sh [OUT_DIR [DATASET [emulate.py options...]]]
-#   defaults: bench/out/emulate/agnews-mpnet-gpu agnews; e.g. ... agnews --plasm-filter both (TracIn too)
+#   defaults: bench/out/emulate/<DATASET>-mpnet-gpu, agnews; e.g. '' agnews --plasm-filter both (TracIn too)
 #
 # BUDGET_S (default 540) stops the run in time to render the report of what finished; with $OUT set (the device
 # tool), results.json, report.md and the PNGs are copied there. PYTHON defaults to .venv/bin/python, else python3.
@@ -15,8 +15,8 @@
 #          eval "$(python3 bench/device_bundle.py env --dest /tmp/bundle)"; bench/emulation/mpnet_gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT_DIR=${1:-bench/out/emulate/agnews-mpnet-gpu}
 DATASET=${2:-agnews}
+OUT_DIR=${1:-bench/out/emulate/$DATASET-mpnet-gpu}
 shift $(( $# < 2 ? $# : 2 ))
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1

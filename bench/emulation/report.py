@@ -229,7 +229,8 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
     lines = [f"# AL emulation: {d['name']}", "",
              f"- command: `{meta.get('command', '')}`",
              f"- dataset: {d['name']} ({d['kind']}, labels {', '.join(d['labels'])}); pool / test: {d['pool']}{words}",
-             f"- seeds: {meta['settings']['seeds']}, iterations: {meta['settings']['iterations']}, "
+             f"- profile: {meta['settings'].get('profile', '–')}, seeds: {meta['settings']['seeds']}, "
+             f"iterations: {meta['settings']['iterations']}, "
              f"seed/query budget: {meta['budgets']}",
              f"- wall time: {meta.get('wall_s', float('nan')):.0f} s on {meta.get('machine', '?')}"]
     if meta.get("student"):

@@ -255,6 +255,7 @@ def test_emulation_transformer_successor(tmp_path, tiny_pair):
     report = (out / "report.md").read_text()
     assert "plasm − mismatch" in report and "plasm − same" in report and "plasm − random-succ" in report
     assert "acquisition loop" in report and "student (model name `student`)" in report
+    assert "- profile: mpnet-cpu," in report and result["meta"]["settings"]["profile"] == "mpnet-cpu"
     # a resumed run reuses the student (same options, same pool) and redoes nothing
     assert main(args + ["--resume"]) == 0
     again = json.loads((out / "results.json").read_text())
