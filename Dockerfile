@@ -5,9 +5,11 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELIS
     MODEL_DIR=/data/models AL_BACKEND_CACHE=/data/cache PORT=9090 WORKERS=1 THREADS=128
 
 WORKDIR /app
-# torch first (CPU wheel by default; build with --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 for CUDA).
+# torch first, the CPU-only wheel from PyTorch's index (~200 MB): PyPI's Linux torch is the CUDA build, several GB
+# of nvidia-* wheels. For a GPU image: --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 (or
+# TORCH_INDEX= for PyPI's CUDA build).
 ARG TORCH_SPEC="torch==2.13.0"
-ARG TORCH_INDEX=""
+ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 RUN if [ -n "$TORCH_INDEX" ]; then pip install "$TORCH_SPEC" --index-url "$TORCH_INDEX"; else pip install "$TORCH_SPEC"; fi
 
 COPY pyproject.toml README.md ./

@@ -3,6 +3,9 @@ PYTHON  ?= python3
 VENV    ?= .venv
 LS_VENV ?= .venv-ls
 TORCH   ?= torch==2.13.0
+# Empty: PyPI, whose Linux x86_64 torch is the CUDA build (several GB of nvidia-* wheels). For the CPU-only wheel
+# (~200 MB): make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 HOST    ?= 127.0.0.1
 PORT    ?= 9090
 WORKERS ?= 1
@@ -18,12 +21,15 @@ export TOKENIZERS_PARALLELISM ?= false
 
 install: $(VENV)/.installed
 
-# torch first: with no torch installed, a dependency's plain `torch` requirement pulls a multi-GB CUDA build.
+# torch first, so the dependencies' plain `torch` requirement is already met. pip shows its progress: the big
+# downloads (torch, Label Studio) take minutes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[test,bench]'
+	@echo "== torch ($(if $(TORCH_INDEX),from $(TORCH_INDEX),from PyPI: the CUDA build on Linux x86_64, several GB; TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU wheel))"
+	$(BIN)/pip install --progress-bar on "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	@echo "== the backend and its test/bench dependencies"
+	$(BIN)/pip install --progress-bar on -e '.[test,bench]'
 	$(BIN)/pip install -q --no-deps $(NODEPS)
 	$(BIN)/python -c "import flask, werkzeug, importlib.metadata as m; assert int(m.version('flask')[0]) >= 3 and int(m.version('werkzeug')[0]) >= 3, 'Flask/Werkzeug < 3'"
 	touch $@
@@ -33,7 +39,8 @@ install-ls: $(LS_VENV)/.installed
 $(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install -q -U pip
-	$(LS_VENV)/bin/pip install -q label-studio==1.23.2
+	@echo "== Label Studio 1.23.2 for the end-to-end tests (about 1 GB, a few minutes)"
+	$(LS_VENV)/bin/pip install --progress-bar on label-studio==1.23.2
 	touch $@
 
 # The 404 MB MPNet encoder (PLASM teacher / different-architecture successor, benchmarks).

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - `make install` adds label-studio-ml (-
 
 from albackend.domain.labelconfig import TaskSpec
 from albackend.services.serving import ModelCache, predict_tasks
+from albackend.services.coldstart import active_version
 from albackend.settings import Settings
 from albackend.services.store import ModelStore, atomic_write_text
 from albackend.services.training import save_connection
@@ -42,7 +43,8 @@ class ActiveLearningModel(LabelStudioMLBase):
     @property
     def model_version(self) -> str:
         """What /setup reports and every prediction carries (LS skips or duplicates on a mismatch)."""
-        return self.store.current_version(self.project) or f"untrained-{self.project}"
+        return (self.store.current_version(self.project) or active_version(self.settings, self.store, self.project)
+                or f"untrained-{self.project}")
 
     def setup(self, spec: TaskSpec, hostname: str, access_token: str) -> None:
         """Cheap by contract (LS waits 3 s): remember the spec and how to call LS back; load nothing."""

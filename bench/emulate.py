@@ -1,20 +1,22 @@
 """Active-learning emulation (the paper's protocol, section 5.1) on a labeled dataset, with the product's code.
 
-Starts from a random seed set, then per iteration trains the acquisition model from scratch, trains and tests
+Starts from a seed set (random, or the backend's cold-start ranking), then per iteration trains the acquisition model from scratch, trains and tests
 each configuration's successor, scores the pool (full, or UPS subsample) and "annotates" the query with the
 gold labels. Several configurations land in one report: ``results.json``, ``report.md`` and PNG plots.
 
     python bench/emulate.py --dataset agnews                     # 2-core CPU default (profile cpu)
     python bench/emulate.py --dataset conll2003
     python bench/emulate.py --dataset agnews --profile gpu       # full-scale configuration (GPU)
+    python bench/emulate.py --dataset agnews --profile coldstart # cold-start vs random seed set (reduced)
     python bench/emulate.py --train my.csv --test my_test.csv --configs standard,ups --iterations 8
     python bench/emulate.py --config-file bench/emulation/example.yaml
     python bench/emulate.py --report-only bench/out/emulate/agnews    # re-render from results.json
 
 Configurations (``--configs``, comma-separated presets; A = --acquisition, S = --successor, T = --teacher):
-standard (A, full pool, successor A), ups, ups-topk (T=0), random, warm (A warm-started), mismatch (A -> S on gold only), teacher
-(A -> T on gold only), same (S acquires for itself), plasm (A -> PLASM: T teacher, filter, S successor),
-random-succ, ups-plasm. See docs/emulation.md.
+standard (A, full pool, successor A), ups, ups-topk (T=0), random, coldstart (standard from the backend's
+cold-start seed set), warm (A warm-started), mismatch (A -> S on gold only), teacher (A -> T on gold only),
+same (S acquires for itself), plasm (A -> PLASM: T teacher, filter, S successor), random-succ, ups-plasm.
+See docs/emulation.md.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.emulation.config import (  # noqa: E402
-    PROFILES, Settings, apply_profile, load_config_file, presets, resolve_configs, update_settings)
+    PROFILES, STUDENT, Settings, apply_profile, load_config_file, presets, resolve_configs, update_settings,
+    uses_student)
 from bench.emulation.data import load_dataset  # noqa: E402
 from albackend.models.runtime import configure_runtime  # noqa: E402
 
@@ -54,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-seed", type=int, help="seed of the pool/test subsets (shared by all AL seeds)")
     a = p.add_argument_group("protocol")
     a.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                   help="defaults: cpu (2-core CPU, 3 seeds) or gpu (full scale); explicit options override")
+                   help="defaults: cpu (2-core CPU, 3 seeds), gpu (full scale) or coldstart (cold-start vs random "
+                        "seed set, reduced); explicit options override")
     a.add_argument("--configs", help="comma-separated presets: " + ", ".join(presets(Settings())))
     a.add_argument("--config-file", help="JSON/YAML file with 'settings' and 'configs'")
     a.add_argument("--seeds", help="comma-separated AL seeds, e.g. 0,1,2")
@@ -142,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad options or data: one clear line, no traceback
         print(f"emulate.py: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or a time budget's SIGINT (bench/emulation/mpnet_gpu.sh)
+        print("emulate.py: interrupted; every finished (configuration group, seed) is in results.json, "
+              "--resume continues", file=sys.stderr)
+        return 130
 
 
 def _check(st: Settings, kind: str) -> None:
@@ -154,8 +162,12 @@ def _check(st: Settings, kind: str) -> None:
     spec = TaskSpec(kind, "label", "text", "text", ("A", "B"))
     for c in st.configs:
         resolve_strategy(spec, c.strategy)
+        if c.seed_set == "coldstart" and c.acquisition in CLASSICAL:
+            raise ValueError(f"{c.name}: a cold-start seed set embeds with an HF encoder, not {c.acquisition!r}")
         names = [c.acquisition] + ([c.successor] if c.successor != "acquisition" else [])
         names += [c.teacher] if c.plasm else []
+        # the student is distilled by the run; its teacher must exist
+        names = [(st.distil.get("teacher") or st.teacher) if n == STUDENT else n for n in names]
         for name in names:
             if name in CLASSICAL:
                 if CLASSICAL[name] != kind:
@@ -194,12 +206,19 @@ def _main(args, argv: list[str] | None) -> int:
     ds = load_dataset(dataset=st.dataset, train=st.train, test=st.test, task=st.task, pool_size=st.pool_size,
                       test_size=st.test_size, data_seed=st.data_seed, text_column=st.text_column,
                       label_column=st.label_column)
-    out = Path(args.out or (Path(__file__).resolve().parent / "out" / "emulate" / ds.name))
+    default = ds.name if st.profile == "cpu" else f"{ds.name}-{st.profile}"  # profiles do not share a directory
+    out = Path(args.out or (Path(__file__).resolve().parent / "out" / "emulate" / default))
     from bench.emulation.runner import RESULTS, REPORT, run
 
+    extra = {}
+    if uses_student(st):
+        from bench.emulation.student import distil_student, substitute
+
+        extra["student"] = distil_student(ds, st, out, progress=not args.no_progress)
+        substitute(st, extra["student"]["dir"])
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run(ds, st, out, resume=args.resume, progress=not args.no_progress,
-                 command=f"python bench/emulate.py {argv_text}".strip())
+                 command=f"python bench/emulate.py {argv_text}".strip(), meta=extra)
     meta = result["meta"]
     print(f"{ds.name}: {len(result['records'])} records in {meta['wall_s']:.0f} s "
           f"(process CPU {meta['cpu_s']:.0f} s) -> {out / RESULTS}, {out / REPORT}")

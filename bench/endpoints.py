@@ -77,7 +77,7 @@ model.fit(bc.examples(rows), TrainConfig(epochs=1000, min_steps=10**7, batch_siz
 
 # --------------------------------------------------------------------------------------------- payloads
 def predict_payload(pid: int, task: dict) -> dict:
-    """What Label Studio posts for one task (DESIGN.md section 1)."""
+    """What Label Studio 1.23 posts for one task (tests/support/lsapi.py)."""
     return {"tasks": [task], "project": f"{pid}.{PROJECT_TS}", "label_config": bc.CLASSIFICATION_CONFIG,
             "params": {"login": None, "password": None, "context": None}}
 

@@ -1,4 +1,4 @@
-"""PLASM orchestration (paper section 4.1; DESIGN.md section 3): teacher -> pseudo-labels -> filters -> successor.
+"""PLASM orchestration (paper section 4.1): teacher -> pseudo-labels -> filters -> successor.
 
 Pure orchestration over in-memory data, shared by the RQ job (:mod:`plasm.job`), the CLI ``--sync`` path and
 the AL emulation: no Label Studio, Redis or RQ here.

@@ -17,6 +17,8 @@ from typing import Iterable
 from albackend.domain.examples import Example, Skip, TaskError, gold_examples, is_labeled, task_text
 from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.adapters.lsclient import LabelStudioError
+from albackend.settings import Settings
+from albackend.services.textlinks import LinkPolicy, TextLinks, drop_skips
 from plasm.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,11 @@ def from_project(client, project: int | str, *, max_chars: int = DEFAULT_MAX_CHA
         tasks = list(client.iter_tasks(project))
     except LabelStudioError as exc:
         raise SourceError(f"cannot read the tasks of project {project}: {exc}") from None
+    try:  # texts given as links are read like the backend reads them (albackend.services.textlinks)
+        links = TextLinks(parse_label_config(config).value_key, LinkPolicy.of(Settings.from_env()), lambda: client)
+        tasks = drop_skips(links.resolve(tasks))
+    except ConfigError:
+        pass  # from_tasks names the config problem
     return from_tasks(tasks, config, max_chars=max_chars,
                       source={"source": "project", "project": str(project), "url": client.url,
                               "title": (info or {}).get("title")})

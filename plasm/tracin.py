@@ -1,7 +1,7 @@
 """TracIn self-influence (Pruthi et al., 2020) for the PLASM pseudo-label filter.
 
 Self-influence of a training example z is TracInCP(z, z) = sum over checkpoints of ||grad_theta L(z; theta_t)||^2.
-PLASM (DESIGN.md section 3) uses the *average* over the last k (default 3) epoch checkpoints of the model
+PLASM (the paper, section 4.1) uses the *average* over the last k (default 3) epoch checkpoints of the model
 trained on gold + pseudo labels; the most self-influential pseudo-labels are the likeliest mislabelled ones.
 The learning-rate weighting of the original TracIn is left out (a constant factor per checkpoint would not
 change the ranking if the rates were equal; with a decaying schedule the paper's code also averages).

@@ -1,6 +1,7 @@
 """The protocol layer (albackend.adapters.app) through Flask's test client: a real app over a tmp model store, no Redis
-(in-process job queue), tiny real models published into the store. Label Studio's side of the contract is
-DESIGN.md section 1: one result per task in order, model_version equal to /setup's, 2xx webhooks at once,
+(in-process job queue), tiny real models published into the store. Label Studio's side of the contract (checked
+against a real LS 1.23.2 in tests/support/lsapi.py): one result per task in order, model_version equal to /setup's,
+2xx webhooks at once,
 JSON 4xx for bad input and never a stack trace."""
 
 from __future__ import annotations
@@ -139,14 +140,13 @@ def test_setup_reports_the_published_version(pub_client, published):
 # ---------------------------------------------------------------------------------------- /predict
 
 
-def test_predict_without_model_gives_empty_results_in_order(client):
-    version = setup(client).get_json()["model_version"]
+def test_predict_without_model_answers_no_prediction_per_task(client):
+    """One empty prediction list per task: LS stores nothing (no empty ``untrained-*`` predictions)."""
+    assert setup(client).get_json()["model_version"] == "untrained-12"
     tasks = [task(i, f"text {i}") for i in range(5)] + [{"id": 9, "data": {}}]
     r = client.post("/predict", json={"tasks": tasks, "project": "12.1712345678", "label_config": CLS_CONFIG})
     assert r.status_code == 200
-    results = r.get_json()["results"]
-    assert len(results) == len(tasks)
-    assert all(x == {"result": [], "score": 0.0, "model_version": version} for x in results)
+    assert r.get_json()["results"] == [[] for _ in tasks]
     assert client.post("/predict", json={"tasks": [], "project": "12"}).get_json() == {"results": []}
 
 
@@ -377,6 +377,7 @@ def test_project_status(pub_client, published, client):
     st = client.get("/projects/77/status").get_json()
     assert st["model_version"] is None and st["jobs"] == []
     assert_json_error(client.get("/projects/a%20b/status"), 400)
+    assert_json_error(client.get("/projects/abc/status"), 400)
     assert_json_error(client.get("/nope"), 404)
     assert_json_error(client.put("/setup"), 405)
 

@@ -2,7 +2,7 @@
 /metrics (Prometheus), /status (JSON) and /projects/<id>/status.
 
 label-studio-ml 1.0.9's own Flask app drops START_TRAINING, answers 405 on /versions and 500 on a webhook
-without `action` (DESIGN.md section 1), so the routes are owned here; the model class stays a
+without `action` (checked against LS 1.23.2), so the routes are owned here; the model class stays a
 LabelStudioMLBase subclass (model.py). Every error is a JSON 4xx with a message, or a logged 500
 without a stack trace in the response.
 """
@@ -29,6 +29,7 @@ from albackend.services.jobs import QueueUnavailable, make_queue
 from albackend.domain.labelconfig import ConfigError, parse_label_config
 from albackend.services.quality import record_annotation
 from albackend.services.retrain import TRAIN_ACTIONS, on_train_action
+from albackend.services.coldstart import cold_start_status, request_cold_start
 from albackend.settings import Settings
 from albackend.services.store import ModelStore, project_key
 from albackend.services.training import training_job
@@ -233,6 +234,7 @@ def register_protocol_routes(app: Flask, ctx: AppContext) -> None:
             raise BadRequest(f"unsupported label config: {exc}", 422) from None
         model = ctx.models.get(project)
         model.setup(spec, hostname=str(data.get("hostname") or ""), access_token=str(data.get("access_token") or ""))
+        log.debug("project %s: cold start %s", project, request_cold_start(ctx.settings, ctx.store, project))
         return jsonify({"model_version": model.model_version})
 
     @app.route("/predict", methods=["POST"])
@@ -258,6 +260,11 @@ def register_training_routes(app: Flask, ctx: AppContext) -> None:
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("webhook payload has no 'action'")
+        if action == "TASKS_CREATED":  # before the first model, the new tasks get their cold-start scores
+            try:
+                request_cold_start(ctx.settings, ctx.store, _project_from(data), new_tasks=True)
+            except BadRequest:
+                pass  # acknowledged and ignored, as before
         if action not in TRAIN_ACTIONS:
             return jsonify({"status": "ignored", "action": action}), 200
         project = _project_from(data)
@@ -338,4 +345,4 @@ def project_status(store: ModelStore, project: str, queue, jobs_limit: int = 10)
     running = next((j for j in jobs if j.get("state") == "running"), None)
     return {"project": project, "model_version": current.get("model_version"),
             "iteration": current.get("iteration"), "jobs": jobs, "last_training": last_training,
-            "progress": running.get("progress") if running else None}
+            "progress": running.get("progress") if running else None, "cold_start": cold_start_status(store, project)}

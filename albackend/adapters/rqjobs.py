@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 
 from albackend.models.runtime import configure_runtime
+from albackend.services.coldstart import run_cold_start
 from albackend.settings import Settings
 from albackend.services.sharding import shard_job
 from albackend.services.training import training_job
+from albackend.services.store import ModelStore
 
 
 def _entry() -> Settings:
@@ -25,3 +27,8 @@ def train(project: str, job_id: str) -> dict:
 def score_shards(project: str, version: str, round_id: str) -> dict:
     _entry()
     return shard_job(project, version, round_id)
+
+
+def cold_start(project: str) -> dict:
+    settings = _entry()
+    return run_cold_start(settings, ModelStore(settings.model_dir), project)

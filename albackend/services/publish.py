@@ -131,9 +131,10 @@ class Publisher:
 
 
 def own_version_key(project: str, version: str) -> tuple[int, str] | None:
-    """(iteration, name) for a model version this backend made for ``project`` (``al-<p>-it<i>-...`` or the
-    ``untrained-<p>`` placeholder), None for anybody else's (imported predictions, other backends)."""
-    if version == f"untrained-{project}":
+    """(iteration, name) for a model version this backend made for ``project`` (``al-<p>-it<i>-...``, the
+    ``coldstart-<p>`` ranking or the ``untrained-<p>`` placeholder), None for anybody else's (imported predictions,
+    other backends)."""
+    if version in (f"untrained-{project}", f"coldstart-{project}"):
         return (-1, version)
     m = re.fullmatch(rf"al-{re.escape(str(project))}-it(\d+)-.+", version)
     return (int(m.group(1)), version) if m else None

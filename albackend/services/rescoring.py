@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from albackend.domain.examples import TaskError, is_labeled, task_text
+from albackend.domain.labelconfig import TaskSpec
 from albackend.models.acquisition import AcquisitionModel
 from albackend.services.predictions import ls_predictions, uncertainty
 from albackend.services.predstore import PredictionStore
@@ -35,12 +36,17 @@ class Pool:
 
 
 def unlabeled_pool(tasks: list[dict], model: AcquisitionModel, max_chars: int) -> Pool:
+    return pool_of(tasks, model.spec, max_chars)
+
+
+def pool_of(tasks: list[dict], spec: TaskSpec, max_chars: int) -> Pool:
+    """The unlabeled tasks with an integer id and usable text for ``spec`` (the others logged and counted)."""
     ids, texts, skipped = [], [], 0
     for task in tasks:
         if is_labeled(task) or not isinstance(task.get("id"), int):
             continue
         try:
-            text = task_text(task, model.spec, max_chars)
+            text = task_text(task, spec, max_chars)
         except TaskError as exc:
             log.info("task %s left out of the pool: %s", task.get("id"), exc)
             skipped += 1
@@ -66,17 +72,21 @@ def score_texts(model: AcquisitionModel, texts: list[str], strategy: str, versio
 
 
 Publish = Callable[[list[dict], int, int], None]
+Demote = Callable[[np.ndarray, list[dict]], int]  # edits a chunk's scores in place, returns how many it demoted
 
 
 def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, version: str, iteration: int,
                  strategy: str, settings: Settings, fit: MahalanobisFit | None = None,
                  publish: Publish | None = None,
-                 scale_out: Callable[[ScoreFn], ScoreFn] | None = None) -> tuple[list[dict], dict]:
+                 scale_out: Callable[[ScoreFn], ScoreFn] | None = None,
+                 demote: Demote | None = None) -> tuple[list[dict], dict]:
     """One AL round (`albackend.algorithms.ups.round`) with this model as the scorer, most important tasks first.
 
     After each chunk the score cache and prediction store are saved and ``publish(payloads, done, total)`` is
     called, so Label Studio can serve the most uncertain tasks of the new model long before the whole selection
-    is scored. ``scale_out`` wraps the local scorer (e.g. `albackend.services.sharding.ShardedScorer`: RQ workers).
+    is scored. ``scale_out`` wraps the local scorer (e.g. `albackend.services.sharding.ShardedScorer`: RQ
+    workers); ``demote`` raises the scores of near-duplicates at the top of what is published (the score cache
+    keeps the model's uncertainty).
     Returns every LS prediction payload ({task, result, score, model_version}) and the job's stats.
     """
     t0 = time.perf_counter()
@@ -86,7 +96,7 @@ def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, vers
     pos = {int(t): i for i, t in enumerate(pool.task_ids)}
     store = PredictionStore(project_dir / "predictions.sqlite")
     payloads: list[dict] = []
-    tokens = 0
+    tokens, demoted = 0, 0
 
     def score(ids: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         nonlocal tokens
@@ -97,7 +107,9 @@ def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, vers
         return unc, results
 
     def on_chunk(ids: np.ndarray, unc: np.ndarray, results: list[dict]) -> None:
+        nonlocal demoted
         cache.save(cache_path)
+        demoted += demote(ids, results) if demote is not None else 0
         store.put((int(t), version, r["score"], r["result"]) for t, r in zip(ids, results))
         chunk = [{"task": int(t), **r} for t, r in zip(ids, results)]
         payloads.extend(chunk)
@@ -110,7 +122,7 @@ def rescore_pool(model: AcquisitionModel, pool: Pool, *, project_dir: Path, vers
                         chunk_size=settings.publish_chunk, on_chunk=on_chunk)
     cache.save(cache_path)
     stats = {**{k: v for k, v in figures.items() if not k.endswith("_s")},
-             "pool_tasks_without_text": pool.skipped, "tokens_scored": tokens,
+             "pool_tasks_without_text": pool.skipped, "tokens_scored": tokens, "near_duplicates_demoted": demoted,
              "seconds": {"select": round(t1 - t0, 4), "score": figures["score_s"], "round": figures["round_s"]}}
     if stats["scored"]:
         stats["tasks_per_s"] = round(stats["scored"] / max(figures["score_s"], 1e-9), 2)

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from albackend.domain.examples import TaskError, int64_id, task_text
+from albackend.domain.examples import Skip, TaskError, int64_id, task_text
 from albackend.models.acquisition import AcquisitionModel
 from albackend.services.predictions import load_mahalanobis
 from albackend.services.predstore import PredictionStore
 from albackend.services.rescoring import score_texts
+from albackend.services.coldstart import cold_start_answers
 from albackend.settings import Settings
 from albackend.services.store import ModelStore
+from albackend.services.textlinks import project_links
+from albackend.services.training import ls_client
 from albackend.algorithms.ups.cache import ScoreCache
 from albackend.algorithms.ups.round import UPSConfig, plan_round
 from albackend.algorithms.ups.sampler import FullPoolSchedule
@@ -51,17 +54,38 @@ class ModelCache:
             return entry
 
 
+def no_model_results(settings: Settings, store: ModelStore, project: str,
+                     tasks: list[dict]) -> tuple[list, dict]:
+    """/predict before the project has a model: no prediction for any task.
+
+    One empty list per task: Label Studio reads each entry as the task's list of predictions and stores none (an
+    empty ``result`` would be stored as an empty prediction of the placeholder version on every task an annotator
+    opens). The one place that answers for a project without a model: the cold-start ranking when there is one
+    (scores that order the pool by representativeness), else nothing.
+    """
+    cold = cold_start_answers(settings, store, project, tasks)
+    if cold is not None:
+        return cold, {"model": None, "cold_start": True}
+    return [[] for _ in tasks], {"model": None}
+
+
 def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, project: str,
-                  tasks: list[dict], fallback_version: str) -> tuple[list[dict], dict]:
-    """Exactly one result per task, in order. Returns (results, stats)."""
+                  tasks: list[dict], fallback_version: str) -> tuple[list, dict]:
+    """Exactly one entry per task, in order: a prediction, or (no model yet) an empty list of predictions.
+    Returns (results, stats)."""
     loaded = cache.get(project)
     if loaded is None:
-        return [{"result": [], "score": 0.0, "model_version": fallback_version} for _ in tasks], {"model": None}
+        return no_model_results(settings, store, project, tasks)
     version, model, fit = loaded
     strategy = model.meta.get("strategy", "least_confident")
-    results: list[dict | None] = [None] * len(tasks)
+    results: list[dict | list | None] = [None] * len(tasks)
     texts: dict[int, str] = {}
-    for i, task in enumerate(tasks):
+    links = project_links(settings, store.project_dir(project), model.spec.value_key,
+                          lambda: ls_client(settings, store, project))
+    for i, task in enumerate(links.resolve(tasks)):
+        if isinstance(task, Skip):  # an unreadable text link: no prediction now, LS asks again later
+            results[i] = []
+            continue
         try:
             text = task_text(task, model.spec, settings.max_text_chars)
         except TaskError as exc:

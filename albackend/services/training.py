@@ -20,6 +20,7 @@ from albackend.services import jobs
 from albackend.domain.examples import Example, gold_examples, is_labeled, label_counts
 from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.adapters.lsclient import LabelStudioClient, LabelStudioError
+from albackend.services.lsstate import StateReporter
 from albackend.models.acquisition import AcquisitionModel
 from albackend.models.registry import ModelNotFound
 from albackend.models.train import TrainConfig, default_train_config, warm_train_config
@@ -27,6 +28,7 @@ from albackend.services.predictions import StrategyError, load_mahalanobis, reso
 from albackend.services.publish import Publisher, prune_versions
 from albackend.services.sharding import ShardedScorer
 from albackend.services.rescoring import rescore_pool, unlabeled_pool
+from albackend.services.embeddings import near_duplicate_filter
 from albackend.settings import Settings
 from albackend.services.lssummary import summary_round
 from albackend.services.stopset import stop_set_round
@@ -34,6 +36,7 @@ from albackend.services.store import ModelStore, atomic_write_text
 from albackend.algorithms.strategies import fit_mahalanobis
 from albackend.services.tasksync import sync_project
 from albackend.services.taskstore import TaskStore
+from albackend.services.textlinks import drop_skips, project_links
 from albackend.algorithms.warmstart import retrain_mode
 from albackend.algorithms.ups.round import ScoreFn
 
@@ -79,7 +82,10 @@ def train_config(settings: Settings, spec: TaskSpec) -> TrainConfig:
                                 batch_size=settings.train_batch_size, **overrides)
 
 
-def check_gold(examples: list[Example], spec: TaskSpec) -> None:
+def check_gold(examples: list[Example], spec: TaskSpec, min_tagged: int = 1) -> None:
+    """Refuse (TrainingSkipped, with the reason) gold too thin to train on: no examples, one class for a classifier,
+    fewer than ``min_tagged`` sentences with an entity span for a tagger (a tagger trained on one sentence ranks
+    the pool by noise and holds the job slot for minutes)."""
     if not examples:
         raise TrainingSkipped("no usable annotated tasks yet")
     if spec.kind == "classification":
@@ -87,6 +93,9 @@ def check_gold(examples: list[Example], spec: TaskSpec) -> None:
         if len(classes) < 2:
             raise TrainingSkipped(f"only {len(classes)} class annotated ({', '.join(spec.labels[i] for i in classes)}); "
                                   "need at least 2 classes to train a classifier")
+    elif (tagged := sum(1 for e in examples if e.spans)) < min_tagged:
+        raise TrainingSkipped(f"only {tagged} annotated sentence{'' if tagged == 1 else 's'} with an entity span; need "
+                              f"at least {min_tagged} to train a tagger (MIN_TAGGED_SENTENCES)")
 
 
 def train_and_publish(settings: Settings, store: ModelStore, project: str, spec: TaskSpec, tasks: list[dict],
@@ -96,7 +105,7 @@ def train_and_publish(settings: Settings, store: ModelStore, project: str, spec:
                  labels=label_counts(examples, spec))
     for s in skips:
         log.info("project %s task %s not used for training: %s", project, s.task_id, s.reason)
-    check_gold(examples, spec)
+    check_gold(examples, spec, settings.min_tagged_sentences)
     strategy = resolve_strategy(spec, settings.query_strategy)
     current = store.current(project)
     iteration = (int(current["iteration"]) + 1) if current else 0
@@ -141,11 +150,14 @@ def publish_round(settings: Settings, store: ModelStore, client: LabelStudioClie
         return sharded
 
     use_rq = bool(settings.redis_url) and settings.score_shard_size > 0
+    pos = {int(t): i for i, t in enumerate(pool.task_ids)}
+    demote = near_duplicate_filter(settings, store.project_dir(project),
+                                   lambda ids: [pool.texts[pos[int(t)]] for t in ids])
     try:
         _, rescore = rescore_pool(model, pool, project_dir=store.project_dir(project), version=version,
                                   iteration=info["iteration"], strategy=info["strategy"], settings=settings,
                                   fit=load_mahalanobis(Path(info["path"])), publish=publisher,
-                                  scale_out=scale_out if use_rq else None)
+                                  scale_out=scale_out if use_rq else None, demote=demote)
     finally:
         publisher.finish()
     if sharded is not None:
@@ -172,7 +184,9 @@ def run_iteration(settings: Settings, store: ModelStore, project: str, stats: di
     project_info, sync = sync_project(client, TaskStore(store.project_dir(project)), project)
     stats["sync"] = sync.as_dict()
     spec = parse_label_config(project_info.get("label_config", ""))
-    tasks = list(TaskStore(store.project_dir(project)).iter_tasks())
+    links = project_links(settings, store.project_dir(project), spec.value_key, lambda: client)
+    tasks = drop_skips(links.resolve(list(TaskStore(store.project_dir(project)).iter_tasks())))
+    stats["text_links"] = links.figures
     stats["seconds"]["sync"] = round(time.perf_counter() - t0, 3)
     stats["tasks"] = len(tasks)
     progress({"phase": "training"})
@@ -202,10 +216,13 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
     store = ModelStore(settings.model_dir)
     record = jobs.start_record(settings, store, project, job_id)  # running, heartbeat, pending cleared
     stats: dict = {"seconds": {}}
+    show_state = StateReporter(settings.ls_training_state, project, lambda: ls_client(settings, store, project))
+    show_state(record, store.current(project))
 
     def progress(figures: dict) -> None:
         record["progress"] = {**(record.get("progress") or {}), **figures}
         store.write_job(project, record)
+        show_state(record, store.current(project))
 
     try:
         with jobs.project_lock(settings, store, project):
@@ -219,5 +236,7 @@ def training_job(project: str, job_id: str, settings: Settings | None = None) ->
         record.update(state="failed", **jobs.failure(exc), stats=stats)
     finally:  # redacted, JSON-safe, heartbeat stopped
         record = jobs.finish_record(settings, store, project, record)
+    show_state(record, store.current(project))
+    show_state.close()
     log.info("project %s: job %s %s in %.1fs", project, job_id, record["state"], record["duration_s"])
     return record

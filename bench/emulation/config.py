@@ -17,6 +17,8 @@ from albackend.algorithms.warmstart import retrain_mode, warm_steps
 from bench.emulation.learners import TrainOpts
 
 ACQ = "acquisition"  # successor = the acquisition model itself
+STUDENT = "student"  # model name: the student distilled from the teacher on this run's pool (Settings.distil)
+SEED_SETS = ("random", "coldstart")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ConfigSpec:
     warm_start: bool = False  # acquisition model warm-started from its previous iteration's weights
     scratch_every: int = 0  # with warm_start: from scratch on every k-th iteration (0 = never)
     warm_steps_fraction: float = 0.5  # with warm_start: fraction of the from-scratch steps
+    seed_set: str = "random"  # random | coldstart: the product's cold-start ranking (albackend.algorithms.coldstart)
     label: str = ""  # legend / table text
 
     def __post_init__(self):
@@ -44,13 +47,16 @@ class ConfigSpec:
             raise ValueError(f"configuration name {self.name!r} must be non-empty without spaces, commas, slashes")
         if self.plasm and self.successor == ACQ:
             raise ValueError(f"{self.name}: PLASM needs a successor model (successor={ACQ!r} is the acquisition one)")
+        if self.seed_set not in SEED_SETS:
+            raise ValueError(f"{self.name}: seed_set {self.seed_set!r} is not one of {', '.join(SEED_SETS)}")
         retrain_mode(1, self.scratch_every)  # validates scratch_every
         warm_steps(1, self.warm_steps_fraction)  # validates the fraction
 
     def acquisition_key(self) -> tuple:
         ups = (self.gamma, self.temperature, self.full_iterations, self.full_every) if self.ups else None
         warm = (self.scratch_every, self.warm_steps_fraction) if self.warm_start else None
-        return (self.acquisition, self.strategy, ups) + ((warm,) if warm else ())
+        cold = ("coldstart",) if self.seed_set == "coldstart" else ()
+        return (self.acquisition, self.strategy, ups) + ((warm,) if warm else ()) + cold
 
     def acquisition_opts(self, opts: TrainOpts) -> TrainOpts:
         """The acquisition model's training options with this configuration's warm-start choice."""
@@ -63,7 +69,7 @@ class ConfigSpec:
         acq = f"{self.acquisition} {self.strategy}" + (
             f" + UPS(γ={self.gamma:g}, T={self.temperature:g})" if self.ups else "") + (
             f" + warm start ({self.warm_steps_fraction:g} of the steps, scratch every {self.scratch_every})"
-            if self.warm_start else "")
+            if self.warm_start else "") + (" from a cold-start seed set" if self.seed_set == "coldstart" else "")
         if self.plasm:
             return f"acq {acq} → PLASM(teacher {self.teacher}, {self.plasm_filter}) → {self.successor}"
         succ = "itself" if self.successor == ACQ else f"{self.successor} (gold only)"
@@ -80,6 +86,7 @@ class ConfigSpec:
 
 @dataclass
 class Settings:
+    profile: str = "cpu"  # the profile the defaults came from (apply_profile); names the default output directory
     # data
     dataset: str | None = None
     train: str | None = None
@@ -119,6 +126,9 @@ class Settings:
     warm_steps_fraction: float = 0.5  # the "warm" preset: fraction of the from-scratch steps
     plasm_filter: str = "uncertainty"
     plasm_pool: int = 0
+    # model name "student": distilled once per run on the pool's texts by the product's `python -m plasm distil`
+    # (keys: its options, e.g. teacher (default: the settings' teacher), epochs, max_steps, max_length, batch_size)
+    distil: dict = field(default_factory=dict)
     configs: list[ConfigSpec] = field(default_factory=list)
 
     def kind_default(self, kind: str) -> tuple[float, float]:
@@ -142,6 +152,8 @@ def presets(st: Settings) -> dict[str, ConfigSpec]:
         ConfigSpec("ups-topk", a, label=f"{a} acquisition, UPS top-γ only (T=0) (successor = {a})",
                    **{**ups, "temperature": 0.0}),
         ConfigSpec("random", a, strategy="random", label=f"random sampling (successor = {a})"),
+        ConfigSpec("coldstart", a, seed_set="coldstart",
+                   label=f"{a} acquisition, full pool, cold-start seed set (successor = {a})"),
         ConfigSpec("warm", a, label=f"{a} acquisition, warm start ({st.warm_steps_fraction:g} of the steps, "
                                     f"scratch every {st.scratch_every}) (successor = {a})", **warm),
         ConfigSpec("mismatch", a, successor=s, label=f"{a} acquisition → {s} on gold only (ASM)"),
@@ -159,7 +171,8 @@ _CNN_CPU = {"epochs": 10, "batch_size": 32}
 _BILSTM_CPU = {"epochs": 8, "batch_size": 32}
 
 
-# Profiles: the 2-core CPU default (< 30 min per dataset, 3 seeds) and the documented full-scale GPU run.
+# Profiles: the 2-core CPU default (< 30 min per dataset, 3 seeds), the documented full-scale GPU run, and the
+# reduced cold-start comparison (cold-start vs random seed set, 3 seeds; a few minutes per dataset on 2 cores).
 PROFILES: dict[str, dict[str, dict]] = {
     "cpu": {
         "classification": dict(
@@ -197,14 +210,65 @@ PROFILES: dict[str, dict[str, dict]] = {
             classical={}, ups_full_iterations="0,1,4,8", plasm_pool=0,
             configs="standard,ups,random,mismatch,same,plasm,ups-plasm"),
     },
+    "coldstart": {
+        "classification": dict(
+            pool_size=2000, test_size=500, seed_fraction=0.01, query_fraction=0.01, iterations=3,
+            acquisition="splade-tiny", successor="cnn", teacher="minilm-l6",
+            acquisition_train=dict(epochs=10, min_steps=60, lr=5e-4, max_length=128),
+            classical=dict(_CNN_CPU), configs="standard,coldstart"),
+        "tagging": dict(
+            pool_size=2000, test_size=300, seed_fraction=0.02, query_fraction=0.02, iterations=3,
+            acquisition="splade-tiny", successor="bilstm", teacher="minilm-l6",
+            acquisition_train=dict(epochs=10, min_steps=60, lr=5e-4, max_length=128),
+            classical=dict(_BILSTM_CPU), configs="standard,coldstart"),
+    },
+}
+
+# The paper's main result (Figures 2 / 12, Table 2): a distilled student of minilm-l6 acquires, minilm-l6 is the
+# PLASM teacher, MPNet (12L/768, another architecture) the successor, (a) mismatch, (b) plasm, (c) same,
+# (d) random-succ (+ the student's own curve, standard, which shares the AL run). See docs/results.md.
+SUCCESSOR_CONFIGS = "standard,mismatch,plasm,same,random-succ"
+_STUDENT = dict(acquisition="student", successor="mpnet", teacher="minilm-l6", configs=SUCCESSOR_CONFIGS,
+                plasm_filter="uncertainty", measure_overlap=False, classical={})
+
+
+def _student_profile(common: dict, train: dict, **roles: dict) -> dict:
+    """One task kind of an mpnet profile: shared settings, and each role's training options on top of ``train``."""
+    return dict(_STUDENT, **common, **{f"{role}_train": {**train, **opts} for role, opts in roles.items()})
+
+
+_CPU = dict(pool_size=2000, test_size=500, seed_fraction=0.05, query_fraction=0.05, iterations=4, seeds=[0, 1],
+            distil=dict(epochs=1, max_length=64, batch_size=32), plasm_pool=1000)
+_CPU_TRAIN = dict(min_steps=40, max_steps=60, lr=1e-4, max_length=64)
+_GPU = dict(pool_size=0, test_size=0, iterations=8, seeds=[0, 1, 2],
+            distil=dict(epochs=1, max_length=128, batch_size=64), plasm_pool=4000)
+_GPU_TRAIN = dict(min_steps=50, max_steps=200, batch_size=32, max_length=128, infer_batch_size=512)
+PROFILES["mpnet-cpu"] = {  # reduced: 2-core CPU; its measured cost is in docs/results.md
+    "classification": _student_profile(_CPU, dict(_CPU_TRAIN, epochs=4), acquisition={}, teacher={},
+                                       successor={}),
+    "tagging": _student_profile(_CPU, dict(_CPU_TRAIN, epochs=8), acquisition={"lr": 2e-4}, teacher={"lr": 2e-4},
+                                successor={}),
+}
+PROFILES["mpnet-gpu"] = {  # the whole pool and test set, one GPU in bf16: bench/emulation/mpnet_gpu.sh
+    "classification": _student_profile(dict(_GPU, seed_fraction=0.01, query_fraction=0.01),
+                                       dict(_GPU_TRAIN, epochs=5), acquisition={"lr": 1e-4}, teacher={"lr": 1e-4},
+                                       successor={"lr": 5e-5}),
+    "tagging": _student_profile(dict(_GPU, seed_fraction=0.02, query_fraction=0.02),
+                                dict(_GPU_TRAIN, epochs=15), acquisition={"lr": 1e-4}, teacher={"lr": 1e-4},
+                                successor={"lr": 5e-5}),
 }
 
 _TRAIN_KEYS = ("acquisition_train", "successor_train", "teacher_train")
 
 
 def group_settings(st: Settings, lead: ConfigSpec) -> Settings:
-    """The settings one acquisition group runs with: the acquisition options carry its warm-start choice."""
-    return dataclasses.replace(st, acquisition_train=lead.acquisition_opts(st.acquisition_train))
+    """The settings one acquisition group runs with: the acquisition options carry its warm-start choice.
+
+    A successor model that acquires for itself (``same``) trains with the successor's options, so it is the
+    same model, trained the same way, as in the configurations where it is only the successor.
+    """
+    opts = st.successor_train if lead.acquisition == st.successor != st.acquisition else st.acquisition_train
+    return dataclasses.replace(st, acquisition_train=lead.acquisition_opts(opts))
 
 
 def apply_profile(st: Settings, profile: str, kind: str) -> str:
@@ -213,11 +277,19 @@ def apply_profile(st: Settings, profile: str, kind: str) -> str:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
     values = dict(PROFILES[profile][kind])
     configs = values.pop("configs")
+    st.profile = profile
     for key, value in values.items():
         if key in _TRAIN_KEYS:
             value = TrainOpts.from_dict(value)
+        elif isinstance(value, (dict, list)):
+            value = type(value)(value)  # the profile table stays untouched
         setattr(st, key, value)
     return configs
+
+
+def uses_student(st: Settings) -> bool:
+    """Whether a configuration names the run's distilled student (so it must be distilled first)."""
+    return any(STUDENT in (c.acquisition, c.successor, c.teacher) for c in st.configs)
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -239,13 +311,16 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def update_settings(st: Settings, values: dict) -> None:
-    known = {f.name for f in dataclasses.fields(Settings)} - {"configs"}
+    """Set settings; training options and ``distil`` are merged into what is there (a profile's), not replaced."""
+    known = {f.name for f in dataclasses.fields(Settings)} - {"configs", "profile"}
     for key, value in values.items():
         if key not in known:
             raise ValueError(f"unknown setting {key!r}; valid: {sorted(known)}")
         if key in _TRAIN_KEYS:
             merged = {**dataclasses.asdict(getattr(st, key)), **(value or {})}
             value = TrainOpts.from_dict(merged)
+        elif key == "distil":
+            value = {**st.distil, **(value or {})}
         setattr(st, key, value)
 
 

@@ -23,7 +23,10 @@ from typing import Callable
 
 import numpy as np
 
+from albackend.algorithms.coldstart import rank_pool
+from albackend.models.encoder import SentenceEncoder
 from albackend.services.predictions import resolve_strategy, uncertainty
+from albackend.settings import ENV_VARS
 from albackend.algorithms.strategies import fit_mahalanobis, random_scores, select_by_token_budget, select_top_k
 from bench.emulation.config import ACQ, ConfigSpec, Settings
 from bench.emulation.data import Dataset, Split
@@ -46,9 +49,8 @@ def budgets(ds: Dataset, st: Settings) -> tuple[int, int]:
     return max(1, round(seed_frac * total)), max(1, round(query_frac * total))
 
 
-def seed_set(ds: Dataset, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """A random seed set of ``budget`` instances (words for tagging); classification gets >= 2 classes."""
-    order = rng.permutation(len(ds.pool))
+def seed_set(ds: Dataset, budget: int, order: np.ndarray) -> np.ndarray:
+    """The first ``budget`` instances (words for tagging) of ``order``; classification gets >= 2 classes."""
     if ds.kind == "tagging":
         cum = np.cumsum(ds.pool.lengths()[order])
         return np.sort(order[: max(1, int(np.searchsorted(cum, budget, side="right")))])
@@ -61,6 +63,23 @@ def seed_set(ds: Dataset, budget: int, rng: np.random.Generator) -> np.ndarray:
             chosen.append(i)
             classes.add(ds.pool.examples[i].label_ids[0])
     return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+_POOL_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # one encoding of a pool serves every seed
+
+
+def seed_order(ds: Dataset, lead: ConfigSpec, st: Settings, seed: int) -> np.ndarray:
+    """The pool in the order its seed set is drawn: a random permutation, or the backend's cold-start ranking
+    (the product's function, `albackend.algorithms.coldstart.rank_pool`, on the acquisition model's pretrained
+    encoder, mean-pooled, with the product's default near-duplicate settings; the k-means seeded by ``seed``)."""
+    if lead.seed_set != "coldstart":
+        return np.random.default_rng(seed).permutation(len(ds.pool))
+    key = (ds.name, len(ds.pool), lead.acquisition, st.acquisition_train.max_length)
+    if key not in _POOL_EMBEDDINGS:
+        encoder = SentenceEncoder(lead.acquisition, device=st.device, max_length=st.acquisition_train.max_length)
+        _POOL_EMBEDDINGS[key] = encoder.embed(ds.pool.texts, batch_size=st.acquisition_train.infer_batch_size)
+    return rank_pool(_POOL_EMBEDDINGS[key], top=int(ENV_VARS["NEAR_DUPLICATE_TOP"][0]),
+                     threshold=float(ENV_VARS["NEAR_DUPLICATE_THRESHOLD"][0]), seed=seed).order
 
 
 class Scorer:
@@ -145,10 +164,14 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
     acq = make_learner(lead.acquisition, ds.spec, opts=st.acquisition_train, classical=st.classical,
                        device=st.device)
     seed_budget, query_budget = budgets(ds, st)
-    labeled = seed_set(ds, seed_budget, np.random.default_rng(seed))
+    t0 = time.perf_counter()
+    labeled = seed_set(ds, seed_budget, seed_order(ds, lead, st, seed))
+    seed_set_s = time.perf_counter() - t0
     signals = StopSignals(ds, labeled, st.stop_sample, seed)
     lengths = ds.pool.lengths()
     successors = {c.name: _successor(c, ds, st) for c in group if c.successor != ACQ or c.plasm}
+    # random sampling needs no model: train the acquisition model only when it scores or is evaluated
+    needs_acq = scorer.strategy != "random" or any(c.successor == ACQ and not c.plasm for c in group)
     records: list[dict] = []
     prev_fresh: np.ndarray | None = None
     measure = st.measure_overlap
@@ -156,12 +179,16 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
         gold = [ds.pool.examples[i] for i in labeled]
         base = {"seed": seed, "iteration": it, "n_labeled": int(labeled.size),
                 "n_labeled_words": int(lengths[labeled].sum()), "acquisition": lead.acquisition,
-                "strategy": scorer.strategy, "ups": lead.ups}
-        tick(f"seed {seed} it {it}: train {lead.acquisition}")
+                "strategy": scorer.strategy, "ups": lead.ups, "seed_set": lead.seed_set,
+                "seed_set_s": seed_set_s if it == 0 else 0.0}
         t0 = time.perf_counter()
-        acq.fit(gold, seed=seed * 1000 + it)
-        base["train_s"] = time.perf_counter() - t0
-        base.update(signals.observe(acq))  # the stopping criteria's stop set (bench/emulation/stopping.py)
+        if needs_acq:
+            tick(f"seed {seed} it {it}: train {lead.acquisition}")
+            acq.fit(gold, seed=seed * 1000 + it)
+            base["train_s"] = time.perf_counter() - t0
+            base.update(signals.observe(acq))  # the stopping criteria's stop set (bench/emulation/stopping.py)
+        else:
+            base["train_s"] = 0.0
         metrics: dict[str, dict] = {}
         for cfg in group:
             if cfg.successor == ACQ and not cfg.plasm:
@@ -186,7 +213,7 @@ def run_group(ds: Dataset, group: list[ConfigSpec], seed: int, st: Settings,
         if it < st.iterations - 1:
             tick(f"seed {seed} it {it}: score pool")
             query, qrec, fresh = scorer.query(acq, labeled, query_budget, it, measure)
-            base.update(qrec, **signals.prequential(acq, query))
+            base.update(qrec, **(signals.prequential(acq, query) if needs_acq else {}))
             base["iteration_s"] = base["train_s"] + qrec["scoring_s"] + qrec["select_s"]
             if prev_fresh is not None and fresh is not None and scorer.strategy != "random":
                 unlabeled = np.setdiff1d(np.arange(len(ds.pool)), labeled)

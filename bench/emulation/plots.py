@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.emulation.metrics import TOP_K_PERCENTS
-from bench.emulation.report import (acquisition_groups, comparisons, config_order, curves, overlap_names,
-                                    overlap_table)
+from bench.emulation.report import (PLASM_ROLES, acquisition_groups, comparisons, config_order, curves,
+                                    overlap_names, overlap_table)
 
 
 def _save(fig, path: Path) -> None:
@@ -71,7 +71,7 @@ def plot(result: dict, out_dir: Path, prefix: str = "") -> dict[str, str]:
     if comp["plasm"]:
         p = comp["plasm"][0]
         subset = [n for n in names if n == p["plasm"] or any(p.get(role, {}).get("config") == n
-                                                              for role in ("mismatch", "same"))]
+                                                              for role in PLASM_ROLES)]
         files["plasm_curves"] = f"{prefix}plasm_vs_baselines.png"
         curve_plot(subset, files["plasm_curves"], f"{p['successor']} successor")
 

@@ -95,12 +95,54 @@ def _totals(records: list[dict], name: str, key: str) -> tuple[float, float]:
     return _mean_std(list(per_seed.values()))[:2]
 
 
-def _paired_diff(records: list[dict], a: str, b: str) -> tuple[float, float, int]:
-    """Mean over seeds and iterations of metric(a) - metric(b), on the same (seed, iteration)."""
+def _pairs(records: list[dict], a: str, b: str) -> dict[tuple[int, int], float]:
+    """(seed, iteration) -> metric(a) - metric(b), where both were measured."""
     ma = {(r["seed"], r["iteration"]): r["metric"] for r in records if r["config"] == a}
     mb = {(r["seed"], r["iteration"]): r["metric"] for r in records if r["config"] == b}
-    common = sorted(set(ma) & set(mb))
-    return _mean_std([ma[k] - mb[k] for k in common]) if common else (float("nan"), float("nan"), 0)
+    return {k: ma[k] - mb[k] for k in sorted(set(ma) & set(mb))}
+
+
+def _paired_diff(records: list[dict], a: str, b: str) -> tuple[float, float, int]:
+    """Mean over seeds and iterations of metric(a) - metric(b), on the same (seed, iteration)."""
+    pairs = _pairs(records, a, b)
+    return _mean_std(list(pairs.values())) if pairs else (float("nan"), float("nan"), 0)
+
+
+def paired_by_iteration(records: list[dict], a: str, b: str) -> dict[int, tuple[float, float, int]]:
+    """Per iteration: mean, std and count over seeds of metric(a) - metric(b) on the same seed."""
+    pairs = _pairs(records, a, b)
+    return {it: _mean_std([d for (_, i), d in pairs.items() if i == it]) for it in sorted({i for _, i in pairs})}
+
+
+def loop_times(records: list[dict], a: str, b: str) -> dict:
+    """The AL iteration an annotator waits for (acquisition training + pool scoring + selection) of a vs b.
+
+    Only iterations that queried in both runs count (the last one only trains). Per iteration the means over
+    seeds; ``total`` sums those iterations per seed, then averages over seeds. ``ratio`` = a / b.
+    """
+    keys = ("train_s", "scoring_s", "iteration_s")
+    by = _by([r for r in records if r["config"] in (a, b)], "config", "iteration")
+    queried = sorted(it for (cfg, it), rs in by.items() if cfg == a and (b, it) in by
+                     and all("scoring_s" in r for r in rs + by[(b, it)]))
+    rows = []
+    for it in queried:
+        row: dict = {"iteration": it}
+        for who, name in (("a", a), ("b", b)):
+            row[who] = {k: _mean_std([r[k] for r in by[(name, it)]])[0] for k in keys}
+        row["ratio"] = row["a"]["iteration_s"] / row["b"]["iteration_s"] if row["b"]["iteration_s"] else None
+        rows.append(row)
+    total = {who: _mean_std(list(_seed_sums(records, name, set(queried)).values()))[:2]
+             for who, name in (("a", a), ("b", b))}
+    ratio = total["a"][0] / total["b"][0] if total["b"][0] else None
+    return {"a": a, "b": b, "rows": rows, "total": total, "total_ratio": ratio, "queried_iterations": queried}
+
+
+def _seed_sums(records: list[dict], name: str, iterations: set[int]) -> dict[int, float]:
+    out: dict[int, float] = defaultdict(float)
+    for r in records:
+        if r["config"] == name and r["iteration"] in iterations:
+            out[r["seed"]] += float(r["iteration_s"])
+    return out
 
 
 def comparisons(records: list[dict], configs: list[dict]) -> dict:
@@ -138,17 +180,35 @@ def comparisons(records: list[dict], configs: list[dict]) -> dict:
                                        "saved": 1 - on_ups[0] / on_ups[1] if on_ups[1] > 0 else None},
                     "metric_diff_mean": diff[0], "metric_diff_std": diff[1], "final_metric": fin})
         if c["plasm"]:
-            row = {"plasm": c["name"], "successor": c["successor"]}
-            for role, pred in (("mismatch", lambda o: not o["plasm"] and o["successor"] == c["successor"]
-                                and o["acquisition"] == c["acquisition"] and o["ups"] == c["ups"]),
-                               ("same", lambda o: not o["plasm"] and o["acquisition"] == c["successor"]
-                                and o["successor"] == "acquisition")):
-                match = [o["name"] for o in configs if o["name"] in present and pred(o)]
-                if match:
-                    d = _paired_diff(records, c["name"], match[0])
-                    row[role] = {"config": match[0], "diff_mean": d[0], "diff_std": d[1], "pairs": d[2]}
-            out["plasm"].append(row)
+            out["plasm"].append(_plasm_row(records, configs, present, c))
     return out
+
+
+PLASM_ROLES = ("mismatch", "same", "random")  # the paper's baselines of a PLASM run, see _plasm_row
+
+
+def _plasm_row(records: list[dict], configs: list[dict], present: set[str], c: dict) -> dict:
+    """A PLASM run against its baselines, paired by seed and iteration (overall and per iteration):
+    ``mismatch`` (its acquisition model's labels, the successor on gold only), ``same`` (the successor acquiring
+    for itself on the full pool) and ``random`` (random sampling, the successor on gold only); plus the AL
+    iteration time of its acquisition loop against ``same``'s."""
+    preds = {
+        "mismatch": lambda o: (o["successor"] == c["successor"] and o["acquisition"] == c["acquisition"]
+                               and o["ups"] == c["ups"] and o["strategy"] == c["strategy"]),
+        "same": lambda o: (o["acquisition"] == c["successor"] and o["successor"] == "acquisition"
+                           and o["strategy"] != "random"),
+        "random": lambda o: o["strategy"] == "random" and o["successor"] == c["successor"],
+    }
+    row: dict = {"plasm": c["name"], "successor": c["successor"]}
+    for role in PLASM_ROLES:
+        match = [o["name"] for o in configs if o["name"] in present and not o["plasm"] and preds[role](o)]
+        if match:
+            d = _paired_diff(records, c["name"], match[0])
+            row[role] = {"config": match[0], "diff_mean": d[0], "diff_std": d[1], "pairs": d[2],
+                         "by_iteration": paired_by_iteration(records, c["name"], match[0])}
+    if "same" in row:
+        row["time"] = loop_times(records, c["name"], row["same"]["config"])
+    return row
 
 
 # ============================================================================================== markdown
@@ -170,9 +230,16 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
     lines = [f"# AL emulation: {d['name']}", "",
              f"- command: `{meta.get('command', '')}`",
              f"- dataset: {d['name']} ({d['kind']}, labels {', '.join(d['labels'])}); pool / test: {d['pool']}{words}",
-             f"- seeds: {meta['settings']['seeds']}, iterations: {meta['settings']['iterations']}, "
+             f"- profile: {meta['settings'].get('profile', '–')}, seeds: {meta['settings']['seeds']}, "
+             f"iterations: {meta['settings']['iterations']}, "
              f"seed/query budget: {meta['budgets']}",
-             f"- wall time: {meta.get('wall_s', float('nan')):.0f} s on {meta.get('machine', '?')}", ""]
+             f"- wall time: {meta.get('wall_s', float('nan')):.0f} s on {meta.get('machine', '?')}"]
+    if meta.get("student"):
+        stu = meta["student"]
+        lines.append(f"- student (model name `student`): layers {stu.get('layers_kept')} of the "
+                     f"{stu.get('teacher_layers')} of {stu['teacher']}, distilled on {stu.get('n_texts')} pool texts "
+                     f"in {stu.get('train_seconds') or 0:.0f} s on {stu.get('device')} by `{stu['command']}`")
+    lines.append("")
     lines += ["## Configurations", "", "| name | what |", "|---|---|"]
     lines += [f"| {c['name']} | {c['description']} |" for c in configs if c["name"] in names]
     lines += ["", f"## Learning curves (test {metric}, mean ± std over seeds)", ""]
@@ -247,29 +314,7 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
             lines += [f"| {n} | {row['iteration']} | {_fmt(row['ups_recall'], row.get('ups_recall_std'))} | "
                       f"{_fmt(row['query_vs_standard'], row.get('query_vs_standard_std'))} |" for n, row in recall_rows]
     if comp["plasm"]:
-        lines += ["", "## PLASM vs baselines (paired by seed and iteration)", "",
-                  "| PLASM run | successor | vs mismatched (gold only): Δ mean ± std | "
-                  "vs same model: Δ mean ± std |",
-                  "|---|---|---|---|"]
-        for p in comp["plasm"]:
-            cells = []
-            for role in ("mismatch", "same"):
-                d = p.get(role)
-                cells.append(f"{_fmt(d['diff_mean'], d['diff_std'])} (vs {d['config']})" if d else "–")
-            lines.append(f"| {p['plasm']} | {p['successor']} | " + " | ".join(cells) + " |")
-        if "plasm_curves" in plots:
-            lines += ["", f"![PLASM vs baselines]({plots['plasm_curves']})"]
-        q_rows = [(r["config"], r["iteration"], r["plasm"]) for r in records if r.get("plasm")]
-        if q_rows:
-            lines += ["", "PLASM internals (mean over seeds): teacher dev score q, pseudo-labels kept / made, "
-                      "seconds.", "", "| configuration | iteration | q | kept / pseudo | PLASM seconds |",
-                      "|---|---|---|---|---|"]
-            for (cfg, it), rs in sorted(_by([r for r in records if r.get("plasm")], "config", "iteration").items()):
-                q = _mean_std([r["plasm"].get("q") for r in rs])[0]
-                kept = _mean_std([r["plasm"].get("kept") for r in rs])[0]
-                made = _mean_std([r["plasm"].get("pseudo") for r in rs])[0]
-                secs = _mean_std([r["successor_train_s"] for r in rs])[0]
-                lines.append(f"| {cfg} | {it} | {_fmt(q)} | {kept:.0f} / {made:.0f} | {secs:.0f} |")
+        lines += plasm_markdown(comp["plasm"], records, cv, plots)
     ov_names = overlap_names(records, names)
     if ov_names:
         lines += ["", "## Table 1 analogue", "",
@@ -287,6 +332,86 @@ def markdown(result: dict, plots: dict[str, str]) -> str:
             lines += ["", f"![Table 1 analogue]({plots['overlap']})"]
     lines += stopping_markdown(records, names, meta["settings"])
     return "\n".join(lines) + "\n"
+
+
+ROLE_TEXT = {"mismatch": "(a) its labels, successor on gold only", "same": "(c) successor acquires itself",
+             "random": "(d) random sampling → successor"}
+
+
+def plasm_markdown(rows: list[dict], records: list[dict], cv: dict[str, list[dict]], plots: dict[str, str]) -> list[str]:
+    """PLASM against its baselines: overall and per-iteration paired differences, and the AL iteration times."""
+    lines = ["", "## PLASM vs baselines (paired by seed and iteration)", "",
+             "| PLASM run | successor | " + " | ".join(f"vs {ROLE_TEXT[r]}: Δ mean ± std" for r in PLASM_ROLES) + " |",
+             "|---|---|" + "---|" * len(PLASM_ROLES)]
+    for p in rows:
+        cells = [f"{_fmt(p[r]['diff_mean'], p[r]['diff_std'])} (vs {p[r]['config']})" if r in p else "–"
+                 for r in PLASM_ROLES]
+        lines.append(f"| {p['plasm']} | {p['successor']} | " + " | ".join(cells) + " |")
+    if "plasm_curves" in plots:
+        lines += ["", f"![PLASM vs baselines]({plots['plasm_curves']})"]
+    for p in rows:
+        lines += _plasm_iterations(p, cv) + _plasm_times(p)
+    lines += _plasm_internals(records)
+    return lines
+
+
+def _plasm_iterations(p: dict, cv: dict[str, list[dict]]) -> list[str]:
+    roles = [r for r in PLASM_ROLES if r in p]
+    names = [p["plasm"]] + [p[r]["config"] for r in roles]
+    lines = ["", f"**{p['plasm']}** per iteration: test metric (mean ± std over seeds) and the paired difference "
+             f"PLASM − baseline on the same seed (mean ± std)", "",
+             "| iteration | labeled | " + " | ".join(names) + " | " +
+             " | ".join(f"{p['plasm']} − {p[r]['config']}" for r in roles) + " |",
+             "|---|---|" + "---|" * (len(names) + len(roles))]
+    for row in cv[p["plasm"]]:
+        it = row["iteration"]
+        cells = []
+        for n in names:
+            m = next((x for x in cv.get(n, []) if x["iteration"] == it), None)
+            cells.append(_fmt(m["metric"], m["std"]) if m else "–")
+        for r in roles:
+            d = p[r]["by_iteration"].get(it)
+            cells.append(_fmt(d[0], d[1]) if d else "–")
+        lines.append(f"| {it} | {row['n_labeled']:.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plasm_times(p: dict) -> list[str]:
+    t = p.get("time")
+    if not t:
+        return []
+    lines = ["", f"AL iteration an annotator waits for (seconds, mean over seeds): **{t['a']}**'s acquisition loop "
+             f"vs **{t['b']}** (the successor acquiring for itself). PLASM itself runs once, after annotation "
+             "(its seconds are in the internals table).", "",
+             f"| iteration | {t['a']}: train / scoring / iteration | {t['b']}: train / scoring / iteration | "
+             "ratio |", "|---|---|---|---|"]
+    for row in t["rows"]:
+        a, b = row["a"], row["b"]
+        cells = [" / ".join(_fmt(x[k], None, 1) for k in ("train_s", "scoring_s", "iteration_s")) for x in (a, b)]
+        lines.append(f"| {row['iteration']} | {cells[0]} | {cells[1]} | {_ratio(row['ratio'])} |")
+    ta, tb = t["total"]["a"], t["total"]["b"]
+    lines.append(f"| total of iterations {', '.join(map(str, t['queried_iterations']))} (per seed) | "
+                 f"{_fmt(ta[0], ta[1], 1)} | {_fmt(tb[0], tb[1], 1)} | {_ratio(t['total_ratio'])} |")
+    return lines
+
+
+def _plasm_internals(records: list[dict]) -> list[str]:
+    plasm = [r for r in records if r.get("plasm")]
+    if not plasm:
+        return []
+    lines = ["", "PLASM internals (mean over seeds): teacher dev score q, pseudo-labels kept / made, seconds.", "",
+             "| configuration | iteration | q | kept / pseudo | PLASM seconds |", "|---|---|---|---|---|"]
+    for (cfg, it), rs in sorted(_by(plasm, "config", "iteration").items()):
+        q = _mean_std([r["plasm"].get("q") for r in rs])[0]
+        kept = _mean_std([r["plasm"].get("kept") for r in rs])[0]
+        made = _mean_std([r["plasm"].get("pseudo") for r in rs])[0]
+        secs = _mean_std([r["successor_train_s"] for r in rs])[0]
+        lines.append(f"| {cfg} | {it} | {_fmt(q)} | {kept:.0f} / {made:.0f} | {secs:.0f} |")
+    return lines
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:.2f}"
 
 
 def _pct(x: float | None) -> str:

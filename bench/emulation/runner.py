@@ -54,7 +54,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progress: bool = True,
-        command: str = "") -> dict:
+        command: str = "", meta: dict | None = None) -> dict:
+    """``meta``: extra facts for ``results.json``'s meta (e.g. the distilled student)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS
     groups = group_configs(st.configs)
@@ -64,7 +65,8 @@ def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progr
         "meta": {"command": command or " ".join(sys.argv), "dataset": ds.describe(),
                  "settings": _settings_dict(st), "budgets": {"seed": seed_budget, "query": query_budget,
                                                              "unit": unit},
-                 "machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "done": []},
+                 "machine": machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "done": [],
+                 **(meta or {})},
         "configs": _config_dicts(st.configs),
         "records": [],
     }

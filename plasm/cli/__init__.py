@@ -40,7 +40,8 @@ def _add_run(sub) -> None:
     src = p.add_argument_group("data source (one of)")
     src.add_argument("--project", help="Label Studio project id")
     src.add_argument("--ls-url", help="Label Studio URL (default: LABEL_STUDIO_URL)")
-    src.add_argument("--ls-token", help="Label Studio legacy API token (default: LABEL_STUDIO_API_KEY; never logged)")
+    src.add_argument("--ls-token", help="Label Studio personal access token or legacy token (default: "
+                                        "LABEL_STUDIO_API_KEY; never logged)")
     src.add_argument("--export", help="Label Studio JSON export file")
     src.add_argument("--label-config", help="label config XML file for --export (default: <export>.xml or "
                                             "label_config.xml next to it)")

@@ -89,7 +89,8 @@ def _plasm_ok() -> bool:
     return plasm_available()
 
 
-def _check_outputs(out: Path, configs: list[str], iterations: int, seeds: list[int], kind: str) -> list[dict]:
+def _check_outputs(out: Path, configs: list[str], iterations: int, seeds: list[int], kind: str,
+                   acq_trained: bool = True) -> list[dict]:
     for name in ("results.json", "report.md", "learning_curves.png", "time_per_iteration.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -104,7 +105,7 @@ def _check_outputs(out: Path, configs: list[str], iterations: int, seeds: list[i
     for r in records:
         assert r["metric_name"] == metric
         assert 0.0 <= r["metric"] <= 1.0
-        assert r["train_s"] > 0 and r["successor_train_s"] >= 0 and r["eval_s"] >= 0
+        assert (r["train_s"] > 0 or not acq_trained) and r["successor_train_s"] >= 0 and r["eval_s"] >= 0
         assert r["seed"] in seeds and 0 <= r["iteration"] < iterations
         if r["iteration"] < iterations - 1:  # a query happened
             assert 0 < r["n_scored"] <= r["pool_size"]
@@ -113,7 +114,9 @@ def _check_outputs(out: Path, configs: list[str], iterations: int, seeds: list[i
     for (name, seed, it), r in by.items():  # the labeled set grows by the query each iteration
         if it:
             assert r["n_labeled"] > by[(name, seed, it - 1)]["n_labeled"]
-    for r in records:  # the stopping criteria's signals
+    for r in records:  # the stopping criteria's signals (random sampling may train no acquisition model)
+        if r["strategy"] == "random" and "stop_kappa" not in r:
+            continue
         assert (r["stop_kappa"] is None) == (r["iteration"] == 0)
         assert r["iteration"] == 0 or -1.0 <= r["stop_kappa"] <= 1.0
         assert 0.0 <= r["stop_uncertainty"] <= 1.0
@@ -205,3 +208,152 @@ def test_dataset_readers(tmp_path):
     assert ds.kind == "classification" and ds.spec.labels == ("0", "1")
     assert len(ds.pool) == 6 and len(ds.test) == 4
     assert [e.task_id for e in ds.pool.examples] == list(range(6))
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory) -> tuple[str, str]:
+    """A 2-layer tiny BERT teacher (its student keeps layer 0) and a tiny MPNet successor (another architecture)."""
+    from tests.plasm.plasm_data import make_tiny_mpnet
+
+    root = tmp_path_factory.mktemp("succ")
+    return str(make_tiny_bert(root / "bert2", hidden=32, layers=2)), str(make_tiny_mpnet(root / "mpnet"))
+
+
+def test_emulation_transformer_successor(tmp_path, tiny_pair):
+    """The mpnet-cpu profile's configuration on tiny random models: distilled student acquisition, MPNet-type
+    successor (a) on gold, (b) PLASM, (c) acquiring itself, (d) random; 2 iterations, 1 seed."""
+    from bench.emulate import main
+    from bench.emulation.report import comparisons
+
+    teacher, successor = tiny_pair
+    train = _write_csv(tmp_path / "train.csv", _cls_rows(120, 0))
+    test = _write_csv(tmp_path / "test.csv", _cls_rows(30, 1))
+    fast = {"epochs": 1, "min_steps": 4, "max_steps": 6, "batch_size": 8, "lr": 1e-3, "max_length": 32,
+            "infer_batch_size": 32}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"settings": {
+        "profile": "mpnet-cpu", "teacher": teacher, "successor": successor, "device": "cpu",
+        "distil": {"max_steps": 2, "batch_size": 8, "max_length": 32},
+        "acquisition_train": fast, "teacher_train": fast, "successor_train": {**fast, "lr": 2e-3},
+        "pool_size": 0, "test_size": 0, "plasm_pool": 40, "seed_fraction": 0.1, "query_fraction": 0.1,
+        "iterations": 2, "seeds": [0]}}))
+    out = tmp_path / "out"
+    args = ["--train", str(train), "--test", str(test), "--config-file", str(cfg), "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 0
+    configs = ["standard", "mismatch", "plasm", "same", "random-succ"]  # the profile's default list
+    records = [r for r in _check_outputs(out, configs, 2, [0], "classification", acq_trained=False)]
+    result = json.loads((out / "results.json").read_text())
+    student = result["meta"]["student"]
+    assert student["teacher"] == teacher and student["layers_kept"] == [0] and not student["reused"]
+    meta = json.loads((out / "student" / "albackend.json").read_text())
+    assert meta["teacher"] == teacher and meta["steps"] == 2
+    by_cfg = {c: [r for r in records if r["config"] == c] for c in configs}
+    assert all(r["acquisition"] == student["dir"] for c in ("standard", "mismatch", "plasm") for r in by_cfg[c])
+    assert all(r["acquisition"] == successor and r["train_s"] > 0 for r in by_cfg["same"])
+    assert all(r["train_s"] == 0 and r["strategy"] == "random" for r in by_cfg["random-succ"])  # no model needed
+    assert all(r["plasm"]["pseudo"] > 0 for r in by_cfg["plasm"])
+    # (b) against (a), (c), (d), paired per iteration; its acquisition loop against (c)'s
+    (row,) = comparisons(result["records"], result["configs"])["plasm"]
+    assert {row[r]["config"] for r in ("mismatch", "same", "random")} == {"mismatch", "same", "random-succ"}
+    for role in ("mismatch", "same", "random"):
+        assert set(row[role]["by_iteration"]) == {0, 1} and all(n == 1 for *_, n in row[role]["by_iteration"].values())
+    t = row["time"]
+    assert t["queried_iterations"] == [0] and t["total_ratio"] > 0
+    assert t["rows"][0]["a"]["scoring_s"] > 0 and t["rows"][0]["b"]["scoring_s"] > 0
+    report = (out / "report.md").read_text()
+    assert "plasm − mismatch" in report and "plasm − same" in report and "plasm − random-succ" in report
+    assert "acquisition loop" in report and "student (model name `student`)" in report
+    assert "- profile: mpnet-cpu," in report and result["meta"]["settings"]["profile"] == "mpnet-cpu"
+    # a resumed run reuses the student (same options, same pool) and redoes nothing
+    assert main(args + ["--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["meta"]["student"]["reused"] and len(again["records"]) == len(records)
+
+
+def test_plasm_paired_differences_and_loop_times():
+    """Per-iteration paired differences pair by seed; the loop time ratio uses the iterations that queried."""
+    from bench.emulation.report import loop_times, paired_by_iteration
+
+    def rec(cfg, seed, it, metric, train, scoring=None):
+        r = {"config": cfg, "seed": seed, "iteration": it, "metric": metric, "train_s": train}
+        r["iteration_s"] = train + (scoring or 0.0)
+        if scoring is not None:
+            r["scoring_s"] = scoring
+        return r
+
+    records = [rec("plasm", 0, 0, 0.70, 2.0, 1.0), rec("plasm", 1, 0, 0.60, 4.0, 1.0), rec("plasm", 0, 1, 0.80, 3.0),
+               rec("same", 0, 0, 0.50, 10.0, 20.0), rec("same", 1, 0, 0.60, 14.0, 20.0), rec("same", 0, 1, 0.9, 9.0),
+               rec("same", 1, 1, 0.1, 9.0)]
+    diffs = paired_by_iteration(records, "plasm", "same")
+    assert set(diffs) == {0, 1}
+    assert diffs[0][0] == pytest.approx(0.1) and diffs[0][1] == pytest.approx(math.sqrt(0.02)) and diffs[0][2] == 2
+    assert diffs[1] == (pytest.approx(-0.1), 0.0, 1)  # seed 1 of plasm has no iteration 1: not paired
+    t = loop_times(records, "plasm", "same")
+    assert t["queried_iterations"] == [0] and [r["iteration"] for r in t["rows"]] == [0]
+    assert t["rows"][0]["a"]["iteration_s"] == pytest.approx(4.0) and t["rows"][0]["b"]["iteration_s"] == 32.0
+    assert t["total_ratio"] == pytest.approx(4.0 / 32.0) and t["total"]["b"] == (32.0, pytest.approx(math.sqrt(8)))
+
+
+def test_transformer_successor_settings():
+    """The mpnet profiles: the self-acquiring successor trains as the successor; distil options merge and are
+    checked; every `student` name is replaced by the distilled directory."""
+    from bench.emulation.config import (STUDENT, Settings, apply_profile, group_settings, presets, resolve_configs,
+                                        update_settings, uses_student)
+    from bench.emulation.student import distil_options, substitute
+
+    st = Settings()
+    configs = apply_profile(st, "mpnet-cpu", "classification")
+    update_settings(st, {"distil": {"max_steps": 5}, "successor_train": {"lr": 3e-5}})
+    assert st.distil["max_steps"] == 5 and st.distil["max_length"] == 64  # merged into the profile's
+    st.configs = resolve_configs(st, [configs])
+    assert [c.name for c in st.configs] == ["standard", "mismatch", "plasm", "same", "random-succ"]
+    assert uses_student(st) and st.acquisition == STUDENT
+    table = presets(st)
+    assert group_settings(st, table["same"]).acquisition_train.lr == 3e-5  # MPNet acquires as MPNet trains
+    assert group_settings(st, table["standard"]).acquisition_train.lr == st.acquisition_train.lr != 3e-5
+    assert distil_options(st)["teacher"] == "minilm-l6"
+    update_settings(st, {"distil": {"epoch": 2}})
+    with pytest.raises(ValueError, match="unknown distil option"):
+        distil_options(st)
+    substitute(st, "/models/student")
+    assert st.acquisition == "/models/student" and not uses_student(st)
+    assert {c.acquisition for c in st.configs} == {"/models/student", "mpnet"}
+    assert "student acquisition" in st.configs[1].describe()  # labels keep the name
+
+
+def test_emulation_cold_start_seed_set(tmp_path, tiny_model):
+    """`coldstart` draws its seed set from the product's cold-start ranking of the pool, `standard` at random; the
+    rest of the loop is the same, and the profile `coldstart` compares exactly these two."""
+    import numpy as np
+
+    from albackend.algorithms.coldstart import rank_pool
+    from albackend.models.encoder import SentenceEncoder
+    from albackend.settings import ENV_VARS
+    from bench.emulate import main
+    from bench.emulation.config import PROFILES
+    from bench.emulation.data import load_dataset
+    from bench.emulation.loop import seed_set
+
+    train = _write_csv(tmp_path / "train.csv", _cls_rows(120, 0))
+    test = _write_csv(tmp_path / "test.csv", _cls_rows(30, 1))
+    cfg = _config_file(tmp_path / "cfg.json", tiny_model, "cnn",
+                       {"seed_fraction": 0.1, "query_fraction": 0.1, "iterations": 2, "seeds": [0, 1]})
+    out = tmp_path / "out"
+    assert main(["--train", str(train), "--test", str(test), "--config-file", str(cfg),
+                 "--configs", "standard,coldstart", "--out", str(out), "--no-progress"]) == 0
+    records = _check_outputs(out, ["standard", "coldstart"], 2, [0, 1], "classification")
+    cold = {r["seed"]: r for r in records if r["config"] == "coldstart" and r["iteration"] == 0}
+    assert all(r["seed_set"] == "coldstart" and r["seed_set_s"] > 0 and r["n_labeled"] >= 12 for r in cold.values())
+    assert {r["seed_set"] for r in records if r["config"] == "standard"} == {"random"}
+    # the seed set is the head of the ranking the backend would push (same function, same encoder)
+    ds = load_dataset(train=str(train), test=str(test))
+    emb = SentenceEncoder(tiny_model, device="cpu", max_length=32).embed(ds.pool.texts)
+    order = rank_pool(emb, top=int(ENV_VARS["NEAR_DUPLICATE_TOP"][0]),
+                      threshold=float(ENV_VARS["NEAR_DUPLICATE_THRESHOLD"][0]), seed=0).order
+    head = seed_set(ds, 12, order)
+    assert np.array_equal(head, np.sort(order[: len(head)])) and len({ds.pool.examples[i].label_ids[0]
+                                                                         for i in head}) >= 2
+    assert PROFILES["coldstart"]["classification"]["configs"] == "standard,coldstart"
+    assert main(["--train", str(train), "--test", str(test), "--config-file", str(cfg), "--configs", "coldstart",
+                 "--acquisition", "cnn", "--out", str(tmp_path / "bad"), "--no-progress"]) == 2

@@ -59,6 +59,7 @@ def backend(redis_server, label_studio, shared_data, tmp_path_factory):
         "PUSH_BATCH": "4",
         "KEEP_PREDICTION_VERSIONS": "0",
         "RETRAIN_EVERY": "10",
+        "COLD_START": "false",  # iteration 0 is the first sync and version here; tests/e2e/test_coldstart_e2e.py
         "SEED": "0",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",

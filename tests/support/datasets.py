@@ -1,8 +1,11 @@
-"""Label Studio tasks and annotation results built from the shared datasets.
+"""Label Studio tasks and annotation results built from the shared datasets, or generated here.
 
 Data root and file readers: :mod:`bench.emulation.data` (env ``SHARED_DATA`` or ``<repo>/../shared/data``;
 ``ag_news/*.csv`` with columns ``text,label,label_name``; ``conll2003/*.jsonl`` with ``{"id", "tokens", "tags"}``
-in IOB2). LS results come from the backend's own builders (:mod:`albackend.services.predictions`).
+in IOB2). A fresh clone has no shared data: :func:`news_tasks` generates short news-like texts of the same four
+classes from templates in this file (deterministic, no licence beyond the repository's), so the real-Label-Studio
+end-to-end tests of the first run need nothing outside the repository. LS results come from the backend's own
+builders (:mod:`albackend.services.predictions`).
 """
 
 from __future__ import annotations
@@ -77,6 +80,60 @@ def agnews_tasks(n: int, seed: int = 0, split: str = "train_pool",
         picked = rng.sample(range(len(rows)), n)
     tasks = [{"data": {"text": rows[i][0]}} for i in picked]
     labels = [rows[i][1] for i in picked]
+    return tasks, labels
+
+
+# --------------------------------------------------------------------------------------------- generated news
+_NEWS = {
+    "World": ("{a} and {b} leaders met in {city} to discuss the {issue}",
+              "Protesters gathered in {city} as {a} debated new {issue} rules",
+              "The {a} government recalled its ambassador over the {issue} dispute with {b}",
+              "Voters in {a} go to the polls on {day} after a campaign dominated by {issue} policy"),
+    "Sports": ("{team} beat {team2} {n}-{m} in the {cup} final on {day}",
+               "The {team} striker scored twice as {team2} lost {n}-{m} at home",
+               "{team} sacked their coach after a {n}-{m} defeat in the {cup}",
+               "The {cup} semifinal between {team} and {team2} went to penalties"),
+    "Business": ("{firm} shares rose {n} percent after quarterly profit beat forecasts",
+                 "{firm} agreed to buy {firm2} for {n} billion dollars",
+                 "Oil prices fell for a {ord} day as {firm} cut its sales outlook",
+                 "The central bank kept interest rates at {n} percent, lifting {firm} stock"),
+    "Sci/Tech": ("Researchers at {lab} unveiled a {tech} that runs on {n} watts",
+                 "{firm} released a software update fixing a {tech} security flaw",
+                 "A new {tech} from {lab} doubles battery life of phones",
+                 "Astronomers at {lab} found {n} planets with a {tech} telescope"),
+}
+_SLOTS = {
+    "a": ("France", "Japan", "Brazil", "Kenya", "Canada", "India", "Norway", "Chile"),
+    "b": ("Germany", "China", "Mexico", "Egypt", "Spain", "Peru", "Turkey", "Poland"),
+    "city": ("Geneva", "Nairobi", "Lima", "Oslo", "Cairo", "Seoul", "Vienna", "Quito"),
+    "issue": ("border", "refugee", "trade", "climate", "water", "election", "nuclear", "fishing"),
+    "team": ("Rovers", "United", "Athletic", "Wanderers", "City", "Rangers", "Albion", "Dynamo"),
+    "team2": ("Harriers", "Rovers Reserve", "Olympic", "Sporting", "Celtic", "Real", "Lokomotiv", "Inter"),
+    "cup": ("league cup", "champions cup", "national cup", "super cup"),
+    "firm": ("Acme Corp", "Globex", "Initech", "Umbrella Ltd", "Hooli", "Vandelay", "Stark Inc", "Wayne Group"),
+    "firm2": ("Soylent", "Tyrell", "Cyberdyne", "Wonka", "Oscorp", "Gringotts", "Nakatomi", "Monarch"),
+    "lab": ("MIT", "ETH Zurich", "Caltech", "Oxford", "CERN", "NASA", "Tsinghua", "Max Planck"),
+    "tech": ("chip", "quantum sensor", "laser", "robot", "solar cell", "battery", "browser", "radio"),
+    "day": ("Monday", "Tuesday", "Friday", "Sunday"),
+    "ord": ("second", "third", "fourth", "fifth"),
+}
+
+
+def news_tasks(n: int, seed: int = 0) -> tuple[list[dict], list[str]]:
+    """``n`` distinct generated news sentences as LS tasks and their labels (AGNEWS_LABELS), drawn round-robin
+    over the classes like :func:`agnews_tasks` (any prefix of length >= 4 holds every class). Deterministic."""
+    rng = random.Random(seed)
+    tasks: list[dict] = []
+    labels: list[str] = []
+    seen: set[str] = set()
+    while len(tasks) < n:
+        label = AGNEWS_LABELS[len(tasks) % len(AGNEWS_LABELS)]
+        fill = {k: rng.choice(v) for k, v in _SLOTS.items()}
+        text = rng.choice(_NEWS[label]).format(n=rng.randint(1, 9), m=rng.randint(0, 4), **fill) + "."
+        if text not in seen:
+            seen.add(text)
+            tasks.append({"data": {"text": text}})
+            labels.append(label)
     return tasks, labels
 
 

@@ -4,6 +4,8 @@
   check what a real Label Studio sends and expects, independently of the backend under development.
 - ``SlowHTTPServer``: answers every request after ``delay`` seconds (a Label Studio that hangs), so training
   jobs stay "running" long enough to observe queue coalescing.
+- ``FileServer``: serves fixed files (status, body, headers), optionally only with ``Authorization: Token <t>``:
+  Label Studio's file serving and storage resolver, or another host, for the text-link tests.
 """
 
 from __future__ import annotations
@@ -123,3 +125,23 @@ class SlowHTTPServer(_Server):
             h.reply(self.body, self.status)
         except OSError:
             pass
+
+
+class FileServer(_Server):
+    """Serves ``files`` (path with query -> (status, body bytes, headers)), 404 otherwise; with ``token``, 401 unless
+    the request carries ``Authorization: Token <token>``. Started on creation."""
+
+    def __init__(self, files: dict, token: str | None = None):
+        super().__init__()
+        self.files, self.token = files, token
+        self.start()
+
+    def handle(self, h, rec):
+        if self.token and rec["headers"].get("Authorization") != f"Token {self.token}":
+            return h.reply({"detail": "Authentication credentials were not provided."}, 401)
+        status, body, headers = self.files.get(rec["path"], (404, b"not found", {}))
+        h.send_response(status)
+        for k, v in {"Content-Length": str(len(body)), **headers}.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)

@@ -1,4 +1,7 @@
-"""A small Label Studio 1.23 REST client for tests (``Authorization: Token <legacy key>``).
+"""A small Label Studio 1.23 REST client for tests: a legacy key (``Authorization: Token <key>``) or a personal
+access token (exchanged at ``POST /api/token/refresh/`` for an access token sent as ``Authorization: Bearer``,
+refreshed on a 401). It is written apart from the backend's own client (albackend.adapters.lsclient) so the two check
+each other.
 
 Every method was checked against a real LS 1.23.2 (``tests/support/test_harness.py``). Quirks found there:
 
@@ -39,6 +42,9 @@ Every method was checked against a real LS 1.23.2 (``tests/support/test_harness.
   404 "There are no tasks for <user>" (``next_task`` returns None).
 - A bad token gives 401 ``{"detail": "Invalid token."}``; API errors are JSON ``{"status_code", "detail",
   "validation_errors"}``.
+- Personal access tokens: a user logged in to LS (session cookie from the ``/user/login/`` form, as in the browser)
+  creates one with ``POST /api/token/`` -> 201 ``{"token": "<JWT refresh token>"}`` (409 while the user already
+  has a valid one); this is what Account & Settings -> Personal Access Token does.
 """
 
 from __future__ import annotations
@@ -59,12 +65,36 @@ class LSAPIError(RuntimeError):
         super().__init__(f"{response.request.method} {response.url} -> HTTP {response.status_code}: {body[:2000]}")
 
 
+def is_personal_access_token(token: str) -> bool:
+    """LS 1.23 personal access tokens are JWTs: three dot-separated base64url parts, the header ``eyJ...``."""
+    return token.startswith("eyJ") and token.count(".") == 2
+
+
+def create_personal_access_token(url: str, email: str, password: str, timeout: float = 30.0) -> str:
+    """Log in through LS's login form (as a browser does) and create the user's personal access token."""
+    url = url.rstrip("/")
+    s = requests.Session()
+    s.get(f"{url}/user/login/", timeout=timeout)  # sets the csrftoken cookie
+    r = s.post(f"{url}/user/login/", data={"email": email, "password": password,
+                                           "csrfmiddlewaretoken": s.cookies.get("csrftoken", "")},
+               headers={"Referer": f"{url}/user/login/"}, allow_redirects=False, timeout=timeout)
+    if r.status_code != 302:
+        raise LSAPIError(r)
+    r = s.post(f"{url}/api/token/", headers={"X-CSRFToken": s.cookies.get("csrftoken", ""), "Referer": url},
+               timeout=timeout)
+    if r.status_code != 201:
+        raise LSAPIError(r)
+    return r.json()["token"]
+
+
 class LSClient:
     def __init__(self, url: str, token: str, timeout: float = 120.0):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        self.session.headers.update({"Authorization": f"Token {token}"})
+        self._pat = token if is_personal_access_token(token) else None
+        if self._pat is None:
+            self.session.headers.update({"Authorization": f"Token {token}"})
 
     @classmethod
     def for_service(cls, service, timeout: float = 120.0) -> "LSClient":
@@ -72,9 +102,25 @@ class LSClient:
         return cls(service.url, service.meta["token"], timeout=timeout)
 
     # ------------------------------------------------------------------ plumbing
-    def request(self, method: str, path: str, *, expect: Iterable[int] | None = None, **kw) -> Any:
+    def _refresh(self) -> None:
+        r = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self._pat}, timeout=self.timeout)
+        if r.status_code != 200:
+            raise LSAPIError(r)
+        self.session.headers["Authorization"] = f"Bearer {r.json()['access']}"
+
+    def send(self, method: str, path: str, **kw) -> requests.Response:
+        """One request with the token (a personal access token's access token is refreshed on a 401)."""
         kw.setdefault("timeout", self.timeout)
+        if self._pat and "Authorization" not in self.session.headers:
+            self._refresh()
         r = self.session.request(method, self.url + path, **kw)
+        if r.status_code == 401 and self._pat:
+            self._refresh()
+            r = self.session.request(method, self.url + path, **kw)
+        return r
+
+    def request(self, method: str, path: str, *, expect: Iterable[int] | None = None, **kw) -> Any:
+        r = self.send(method, path, **kw)
         ok = r.status_code in set(expect) if expect is not None else 200 <= r.status_code < 300
         if not ok:
             raise LSAPIError(r)
@@ -99,13 +145,16 @@ class LSClient:
         return self.get("/api/current-user/whoami")
 
     # ------------------------------------------------------------------ projects
-    def create_project(self, title: str, label_config: str, sampling: str = "Uncertainty sampling",
+    def create_project(self, title: str, label_config: str, sampling: str | None = "Uncertainty sampling",
                        **fields) -> dict:
-        """POST /api/projects -> the project dict (``id``, ``model_version`` == "", ``sampling``, ...)."""
+        """POST /api/projects -> the project dict (``id``, ``model_version`` == "", ``sampling``, ...).
+        ``sampling=None`` leaves LS's default ("Sequential sampling", as a project created in the UI)."""
         if len(title) < 3:
             raise ValueError("Label Studio requires a project title of at least 3 characters")
-        return self.post("/api/projects", json={"title": title, "label_config": label_config,
-                                                "sampling": sampling, **fields})
+        body = {"title": title, "label_config": label_config, **fields}
+        if sampling is not None:
+            body["sampling"] = sampling
+        return self.post("/api/projects", json=body)
 
     def get_project(self, project: int) -> dict:
         return self.get(f"/api/projects/{int(project)}")
@@ -178,6 +227,23 @@ class LSClient:
         """POST /api/ml/{id}/train ("Start Training"): LS posts START_TRAINING to the backend's /webhook."""
         self.post(f"/api/ml/{int(ml_id)}/train")
 
+    def get_ml(self, ml_id: int) -> dict:
+        """GET /api/ml/{id}: LS checks the backend's /health and /setup first and stores ``state`` from them."""
+        return self.get(f"/api/ml/{int(ml_id)}")
+
+    def upload_text_files(self, project: int, files: dict[str, str]) -> list[int]:
+        """Upload text files (name -> content), one task each, as the import dialog does with "treat CSV/TSV/TXT as
+        a list of tasks" off: ``POST /api/projects/{id}/import?commit_to_project=false`` (multipart) then
+        ``POST /api/projects/{id}/reimport {"file_upload_ids", "files_as_tasks_list": false}``. Each task's data is
+        ``{<the config's field>: "/data/upload/<project>/<hash>-<name>"}``, served by LS to authenticated users only.
+        Returns the new task ids."""
+        before = {t["id"] for t in self.list_tasks(project)}
+        multipart = [("file", (name, text.encode(), "text/plain")) for name, text in files.items()]
+        up = self.post(f"/api/projects/{int(project)}/import", params={"commit_to_project": "false"}, files=multipart)
+        self.post(f"/api/projects/{int(project)}/reimport",
+                  json={"file_upload_ids": up["file_upload_ids"], "files_as_tasks_list": False})
+        return sorted({t["id"] for t in self.list_tasks(project)} - before)
+
     def list_webhooks(self, project: int) -> list[dict]:
         return self.get("/api/webhooks", params={"project": int(project)})
 
@@ -192,7 +258,7 @@ class LSClient:
     def next_task(self, project: int) -> dict | None:
         """GET /api/projects/{id}/next (locks the task it returns; see the module docstring)."""
         for pause in (0.5, 1.0, 2.0, 4.0, None):  # LS on SQLite: 500 "database is locked" during a bulk write
-            r = self.session.get(f"{self.url}/api/projects/{int(project)}/next", timeout=self.timeout)
+            r = self.send("GET", f"/api/projects/{int(project)}/next")
             if r.status_code < 500 or pause is None:
                 break
             time.sleep(pause)

@@ -30,6 +30,8 @@ from typing import Callable, Iterable, Mapping
 
 import requests
 
+from tests.support import lsapi
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Label Studio credentials used by start_label_studio() unless overridden.
@@ -386,7 +388,7 @@ def start_gunicorn(env: Mapping[str, str] | None = None, port: int | None = None
 # --------------------------------------------------------------------------------------------- Label Studio
 def label_studio_env(data_dir: Path, *, username: str = LS_USERNAME, password: str = LS_PASSWORD,
                      token: str = LS_TOKEN, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for ``label-studio start`` (DESIGN.md section 1); the backend's PYTHONPATH/venv are removed."""
+    """Environment for ``label-studio start`` (see the module docstring); the backend's PYTHONPATH/venv are removed."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "DJANGO_SETTINGS_MODULE")}
     venv_bin = str(ls_venv() / "bin")
@@ -410,14 +412,16 @@ def label_studio_env(data_dir: Path, *, username: str = LS_USERNAME, password: s
 
 
 def start_label_studio(tmpdir: Path | str, port: int | None = None, *, username: str = LS_USERNAME,
-                       password: str = LS_PASSWORD, token: str = LS_TOKEN,
+                       password: str = LS_PASSWORD, token: str = LS_TOKEN, legacy_token: bool = True,
                        extra_env: Mapping[str, str] | None = None, timeout: float = 240.0) -> Service:
     """A real Label Studio on 127.0.0.1:PORT with data in ``tmpdir/ls-data``.
 
-    ``meta`` holds ``token`` (legacy API token, accepted because of ``--enable-legacy-api-token``),
-    ``username``, ``password``, ``data_dir`` and ``boot_seconds``. Ready means: ``/health`` is 200 and the token
-    authenticates ``/api/current-user/whoami`` (the user is created during boot, after /health can already answer).
-    First boot (migrations) took ~22 s here, a restart on the same data dir a few seconds.
+    ``meta`` holds ``token``, ``token_kind``, ``username``, ``password``, ``data_dir`` and ``boot_seconds``.
+    With ``legacy_token`` (the default) LS runs with ``--enable-legacy-api-token`` and ``token`` is the legacy key;
+    without it LS runs as a new 1.23 install does and ``token`` is a personal access token the user created over
+    LS's own API (:func:`tests.support.lsapi.create_personal_access_token`). Ready means: ``/health`` is 200 and the
+    token authenticates ``/api/current-user/whoami`` (the user is created during boot, after /health can already
+    answer). First boot (migrations) took ~22 s here, a restart on the same data dir a few seconds.
     """
     exe = label_studio_bin()
     if not have_label_studio():
@@ -428,17 +432,20 @@ def start_label_studio(tmpdir: Path | str, port: int | None = None, *, username:
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-            "--data-dir", str(data_dir), "--enable-legacy-api-token"]
+            "--data-dir", str(data_dir)] + (["--enable-legacy-api-token"] if legacy_token else [])
     env = label_studio_env(data_dir, username=username, password=password, token=token, extra_env=extra_env)
     t0 = time.monotonic()
     svc = _spawn("label-studio", argv, tmpdir / f"label-studio-{port}.log", env=env, cwd=tmpdir, port=port,
                  url=url)
-    svc.meta.update(token=token, username=username, password=password, data_dir=data_dir)
+    svc.meta.update(token=token, token_kind="legacy" if legacy_token else "personal access token",
+                    username=username, password=password, data_dir=data_dir)
 
     def authed():
         svc.check_alive()
-        r = requests.get(url + "/api/current-user/whoami", headers={"Authorization": f"Token {token}"}, timeout=5)
-        return r.status_code == 200
+        if not legacy_token and not lsapi.is_personal_access_token(svc.meta["token"]):
+            # the user exists once LS's login form accepts the password
+            svc.meta["token"] = lsapi.create_personal_access_token(url, username, password)
+        return lsapi.LSClient(url, svc.meta["token"], timeout=5).whoami()
 
     try:
         wait_http(url + "/health", timeout, ok=lambda r: r.status_code == 200, service=svc, interval=0.5)

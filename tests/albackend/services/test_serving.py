@@ -16,6 +16,7 @@ from albackend.services.rescoring import Pool, rescore_pool
 from albackend.services.serving import ModelCache, predict_tasks
 from albackend.settings import Settings
 from albackend.services.store import ModelStore
+from tests.support.fakes import FileServer
 from tests.support.tiny import make_tiny_bert
 
 SPEC = TaskSpec("classification", "label", "text", "text", ("Sports", "Politics"))
@@ -84,6 +85,23 @@ def test_ups_off_scores_everything(setup):
     settings = dataclasses.replace(settings, ups_enabled=False)
     _, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks, "fallback")
     assert stats["scored"] == 300 and stats["stale"] == 0
+
+
+def test_text_links_are_read_from_label_studio_and_an_unreadable_one_gets_no_prediction(setup):
+    settings, store, infos, tasks = setup
+    ls = FileServer({"/data/upload/4/a.txt": (200, b"goal league match coach", {})}, token="legacy-token-abc")
+    try:
+        s = dataclasses.replace(settings, label_studio_url=ls.url, label_studio_api_key="legacy-token-abc")
+        batch = [{"id": 1, "data": {"text": "/data/upload/4/a.txt"}}, {"id": 2, "data": {"text": "/data/upload/4/x.txt"}},
+                 {"id": 3, "data": {"text": "vote senate"}}]
+        results, stats = predict_tasks(s, store, ModelCache(store, "cpu"), "4", batch, "fallback")
+        plain, _ = predict_tasks(s, store, ModelCache(store, "cpu"), "4", [{"id": 1, "data": {"text":
+                                 "goal league match coach"}}], "fallback")
+        assert results[0]["score"] == pytest.approx(plain[0]["score"]) and results[0]["result"] == plain[0]["result"]
+        assert results[1] == [] and results[2]["model_version"] == infos[1]["model_version"]
+        assert stats["scored"] == 2
+    finally:
+        ls.stop()
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp32"])

@@ -89,7 +89,20 @@ def test_check_gold_one_class():
 
 def test_check_gold_accepts_two_classes_and_tagging():
     check_gold([Example(1, "a", label_ids=[0]), Example(2, "b", label_ids=[1])], CLS)
-    check_gold([Example(1, "Bob", spans=[])], NER)  # all-O sentences still teach "O"
+    check_gold([Example(1, "Bob", spans=[(0, 3, "PER")]), Example(2, "Rain", spans=[])], NER)  # all-O ones count too
+
+
+def test_check_gold_tagging_needs_enough_sentences_with_spans():
+    tagged = [Example(i, "Bob", spans=[(0, 3, "PER")]) for i in range(3)]
+    empty = [Example(10 + i, "rain today", spans=[]) for i in range(9)]
+    with pytest.raises(TrainingSkipped, match=r"only 3 annotated sentences with an entity span; need at least 4 "
+                                              r"to train a tagger \(MIN_TAGGED_SENTENCES\)"):
+        check_gold(tagged + empty, NER, min_tagged=4)  # all-O sentences do not count
+    with pytest.raises(TrainingSkipped, match="only 0 annotated sentences"):
+        check_gold(empty, NER, min_tagged=1)
+    with pytest.raises(TrainingSkipped, match="only 1 annotated sentence with"):
+        check_gold(tagged[:1], NER, min_tagged=2)
+    check_gold(tagged, NER, min_tagged=3)
     multi = dataclasses.replace(CLS, multi_label=True)
     check_gold([Example(1, "a", label_ids=[0, 1])], multi)
 
@@ -131,6 +144,12 @@ def test_train_and_publish_skips_without_publishing(settings):
     with pytest.raises(TrainingSkipped, match="no usable"):
         train_and_publish(settings, store, "1", CLS, pool_tasks(4), {"seconds": {}})
     assert store.current("1") is None and store.versions("1") == []
+    one_sentence = [{"id": 1, "data": {"text": "Bob visited Paris"}, "annotations": [{"id": 1, "result": [
+        {"from_name": "ner", "to_name": "text", "type": "labels", "value": {"start": 0, "end": 3, "labels": ["PER"]}}]}]}]
+    with pytest.raises(TrainingSkipped, match="only 1 annotated sentence with an entity span; need at least 5"):
+        train_and_publish(dataclasses.replace(settings, min_tagged_sentences=5), store, "2", NER, one_sentence,
+                          {"seconds": {}})
+    assert store.current("2") is None
 
 
 @pytest.mark.parametrize("strategy,match", [("mnlp", "is for tagging"), ("least_confidence", "unknown query strategy")])
