@@ -41,7 +41,10 @@ N_SEED = 8
 TIMEOUT = 300.0
 BACKEND_ENV = {"ACQUISITION_MODEL": "splade-tiny", "TRAIN_EPOCHS": "1", "TRAIN_MIN_STEPS": "20",
                "PUBLISH_FIRST_CHUNK": "8", "PUBLISH_CHUNK": "16", "SEED": "0", "OMP_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
+               "MKL_NUM_THREADS": "1",
+               # these tests follow the retrain and no-model paths: a cold-start round (its own e2e,
+               # tests/e2e/test_coldstart_e2e.py) would switch the sampling and store ranked predictions at connect
+               "COLD_START": "false"}
 
 
 def start_stack(root: Path, ls) -> services.BackendStack:
