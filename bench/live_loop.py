@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     env = {"MODEL_DIR": str(tmp / "models"), "REDIS_URL": redis.url, "LABEL_STUDIO_URL": ls_svc.url,
            "LABEL_STUDIO_API_KEY": ls_svc.meta["token"], "ACQUISITION_MODEL": args.model,
            "RETRAIN_EVERY": "1000000", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "COLD_START": "false",  # the run times Start Training; --env COLD_START=true adds the connect-time round
            "SEED": str(args.seed), **dict(kv.split("=", 1) for kv in args.env)}
     backend = None
     try:
