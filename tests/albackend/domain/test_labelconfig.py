@@ -114,24 +114,19 @@ def test_no_control():
         parse_label_config('<View><Text name="t" value="$t"/></View>')
 
 
-def test_control_not_bound_to_a_text():
-    xml = """<View><Text name="t" value="$t"/><Image name="img" value="$img"/>
-      <Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices></View>"""
-    with pytest.raises(ConfigError, match="bound to a <Text>"):
-        parse_label_config(xml)
-
-
-def test_several_text_fields_without_a_bound_control():
-    xml = """<View><Text name="a" value="$a"/><Text name="b" value="$b"/>
-      <Choices name="c" toName="nowhere"><Choice value="x"/><Choice value="y"/></Choices></View>"""
-    with pytest.raises(ConfigError, match="several text fields"):
-        parse_label_config(xml)
-
-
-def test_control_targeting_several_text_fields():
-    xml = """<View><Text name="a" value="$a"/><Text name="b" value="$b"/>
-      <Choices name="c" toName="a,b"><Choice value="x"/><Choice value="y"/></Choices></View>"""
-    with pytest.raises(ConfigError, match="one clear target"):
+@pytest.mark.parametrize("xml, match", [
+    pytest.param("""<View><Text name="t" value="$t"/><Image name="img" value="$img"/>
+      <Choices name="c" toName="img"><Choice value="a"/><Choice value="b"/></Choices></View>""",
+                 "bound to a <Text>", id="control_not_bound_to_a_text"),
+    pytest.param("""<View><Text name="a" value="$a"/><Text name="b" value="$b"/>
+      <Choices name="c" toName="nowhere"><Choice value="x"/><Choice value="y"/></Choices></View>""",
+                 "several text fields", id="several_text_fields_without_a_bound_control"),
+    pytest.param("""<View><Text name="a" value="$a"/><Text name="b" value="$b"/>
+      <Choices name="c" toName="a,b"><Choice value="x"/><Choice value="y"/></Choices></View>""",
+                 "one clear target", id="control_targeting_several_text_fields"),
+])
+def test_control_without_one_text_target_is_refused(xml, match):
+    with pytest.raises(ConfigError, match=match):
         parse_label_config(xml)
 
 
