@@ -11,6 +11,12 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from albackend.services import sqlitedb
+
+
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS predictions (task_id INTEGER PRIMARY KEY, model_version TEXT, "
+           "score REAL, result TEXT)",)
+
 
 class PredictionStore:
     def __init__(self, path: Path):
@@ -18,11 +24,7 @@ class PredictionStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("CREATE TABLE IF NOT EXISTS predictions (task_id INTEGER PRIMARY KEY, model_version TEXT, "
-                    "score REAL, result TEXT)")
-        return con
+        return sqlitedb.connect(self.path, _SCHEMA)
 
     def put(self, rows: Iterable[tuple[int, str, float, list]]) -> None:
         """rows of (task_id, model_version, score, result items)."""

@@ -27,6 +27,7 @@ from albackend.domain.examples import Example, gold_example
 from albackend.domain.labelconfig import ConfigError, TaskSpec, parse_label_config
 from albackend.models.acquisition import META_FILE
 from albackend.services.predstore import PredictionStore
+from albackend.services import sqlitedb
 from albackend.services.publish import own_version_key
 from albackend.services.store import ModelStore, version_time
 from albackend.services.taskstore import valid_task_id
@@ -49,12 +50,7 @@ class QualityStore:
         self.path = Path(project_dir) / FILE_NAME
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=10)
-        con.execute("PRAGMA journal_mode=WAL")
-        for stmt in _SCHEMA:
-            con.execute(stmt)
-        return con
+        return sqlitedb.connect(self.path, _SCHEMA, timeout=10)
 
     def writes(self) -> int:
         """A counter every change bumps (in the same transaction): readers cache figures by it."""

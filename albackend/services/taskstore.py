@@ -18,6 +18,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from albackend.services import sqlitedb
+
 FILE_NAME = "tasks.sqlite"
 _SQLITE_INT = (-(2**63), 2**63 - 1)
 
@@ -44,14 +46,9 @@ class TaskStore:
 
     def __init__(self, project_dir: Path):
         self.path = Path(project_dir) / FILE_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=30)) as con, con:  # once: WAL mode is persistent
-            con.execute("PRAGMA journal_mode=WAL")
-            for stmt in _SCHEMA:
-                con.execute(stmt)
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30)
+        con = sqlitedb.connect(self.path, _SCHEMA)
         con.execute("PRAGMA synchronous=NORMAL")
         return con
 

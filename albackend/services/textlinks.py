@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 
 from albackend.domain.examples import Skip
 from albackend.adapters.lsclient import LabelStudioClient, LabelStudioError, TooLarge, fetch
+from albackend.services import sqlitedb
 from albackend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,20 +103,19 @@ def decode_text(content: bytes) -> str:
     return content.decode("utf-8", errors="replace").removeprefix("\ufeff")
 
 
+_CACHE_SCHEMA = ("CREATE TABLE IF NOT EXISTS links (link TEXT PRIMARY KEY, text TEXT, error TEXT, at REAL)",)
+
+
 class TextCache:
     """link -> fetched text (or a recent failure) in ``texts.sqlite`` of the project."""
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(path, timeout=30)) as con, con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("CREATE TABLE IF NOT EXISTS links (link TEXT PRIMARY KEY, text TEXT, error TEXT, at REAL)")
 
     def get(self, links: list[str], now: float) -> dict[str, tuple[str | None, str | None]]:
         """(text, error) of each cached link; failures older than FAILURE_TTL_S count as not cached."""
         out: dict[str, tuple[str | None, str | None]] = {}
-        with closing(sqlite3.connect(self.path, timeout=30)) as con:
+        with closing(sqlitedb.connect(self.path, _CACHE_SCHEMA)) as con:
             for i in range(0, len(links), 900):
                 part = links[i:i + 900]
                 rows = con.execute(f"SELECT link, text, error, at FROM links WHERE link IN ({','.join('?' * len(part))})",
@@ -126,7 +125,7 @@ class TextCache:
         return out
 
     def put(self, rows: list[tuple[str, str | None, str | None]], now: float) -> None:
-        with closing(sqlite3.connect(self.path, timeout=30)) as con, con:
+        with closing(sqlitedb.connect(self.path, _CACHE_SCHEMA)) as con, con:
             con.executemany("INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?)", [(*r, now) for r in rows])
 
 
