@@ -58,8 +58,7 @@ class ActiveLearningModel(LabelStudioMLBase):
             save_connection(self.store, self.project, hostname, access_token)
 
     def predict(self, tasks, **kwargs):
-        results, stats = predict_tasks(self.settings, self.store, self.cache, self.project, tasks,
-                                       self.model_version)
+        results, stats = predict_tasks(self.settings, self.store, self.cache, self.project, tasks)
         log.debug("project %s predict: %s", self.project, stats)
         return results
 

@@ -70,7 +70,7 @@ def no_model_results(settings: Settings, store: ModelStore, project: str,
 
 
 def predict_tasks(settings: Settings, store: ModelStore, cache: ModelCache, project: str,
-                  tasks: list[dict], fallback_version: str) -> tuple[list, dict]:
+                  tasks: list[dict]) -> tuple[list, dict]:
     """Exactly one entry per task, in order: a prediction, or (no model yet) an empty list of predictions.
     Returns (results, stats)."""
     loaded = cache.get(project)

@@ -61,21 +61,21 @@ def setup(tmp_path):
 def test_large_batch_rescores_only_the_ups_subsample(setup):
     settings, store, infos, tasks = setup
     v1 = infos[1]["model_version"]
-    results, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks, "fallback")
+    results, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks)
     assert len(results) == 300 and all(r["model_version"] == v1 for r in results)
     assert stats["from_store"] == 0
     assert stats["scored"] + stats["stale"] == 300
     # UPS keeps about gamma + T(1 - e^{-(1-gamma)/T}) = 0.11 of the stale tasks
     assert 15 <= stats["scored"] <= 60, stats
     # second call: the rescored tasks now come from the store under v1, the rest are subsampled again
-    _, again = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks, "fallback")
+    _, again = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks)
     assert again["from_store"] == stats["scored"]
     assert again["scored"] + again["stale"] + again["from_store"] == 300
 
 
 def test_small_batch_is_scored_fresh(setup):
     settings, store, infos, tasks = setup
-    results, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks[:10], "fallback")
+    results, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks[:10])
     assert stats["scored"] == 10 and stats["stale"] == 0 and stats["from_store"] == 0
     assert all(r["result"][0]["value"]["choices"][0] in SPEC.labels for r in results)
 
@@ -83,7 +83,7 @@ def test_small_batch_is_scored_fresh(setup):
 def test_ups_off_scores_everything(setup):
     settings, store, infos, tasks = setup
     settings = dataclasses.replace(settings, ups_enabled=False)
-    _, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks, "fallback")
+    _, stats = predict_tasks(settings, store, ModelCache(store, "cpu"), "4", tasks)
     assert stats["scored"] == 300 and stats["stale"] == 0
 
 
@@ -94,9 +94,9 @@ def test_text_links_are_read_from_label_studio_and_an_unreadable_one_gets_no_pre
         s = dataclasses.replace(settings, label_studio_url=ls.url, label_studio_api_key="legacy-token-abc")
         batch = [{"id": 1, "data": {"text": "/data/upload/4/a.txt"}}, {"id": 2, "data": {"text": "/data/upload/4/x.txt"}},
                  {"id": 3, "data": {"text": "vote senate"}}]
-        results, stats = predict_tasks(s, store, ModelCache(store, "cpu"), "4", batch, "fallback")
+        results, stats = predict_tasks(s, store, ModelCache(store, "cpu"), "4", batch)
         plain, _ = predict_tasks(s, store, ModelCache(store, "cpu"), "4", [{"id": 1, "data": {"text":
-                                 "goal league match coach"}}], "fallback")
+                                 "goal league match coach"}}])
         assert results[0]["score"] == pytest.approx(plain[0]["score"]) and results[0]["result"] == plain[0]["result"]
         assert results[1] == [] and results[2]["model_version"] == infos[1]["model_version"]
         assert stats["scored"] == 2
