@@ -90,6 +90,12 @@ def _runs(records: list[dict], config: str) -> dict[int, list[dict]]:
     return runs
 
 
+def near_best_iteration(rows: list[dict], gain: float) -> int:
+    """The first iteration whose test metric is within ``gain`` of the run's best: where stopping lost < gain."""
+    best = max(r["metric"] for r in rows)
+    return next(r["iteration"] for r in rows if r["metric"] >= best - gain)
+
+
 def _cell(its: list[int | None]) -> str:
     return " / ".join("–" if i is None else str(i) for i in its)
 
@@ -107,25 +113,28 @@ def stopping_markdown(records: list[dict], names: list[str], st: dict) -> list[s
     gain = st.get("stop_min_gain", 0.01)
     lines = ["", "## Stopping criteria vs the test curve", "",
              f"Iteration at which each criterion first fires, per seed (– = not within the run), the mean test metric "
-             f"there, against the test curve's plateau (first iteration gaining < {gain:g} over the previous one). "
+             f"there, against the test curve's plateau (first iteration gaining < {gain:g} over the previous one) and "
+             f"the first iteration within {gain:g} of the run's best test metric (labels after it bought less). "
              f"Settings: window {st.get('stop_window', 3)}, κ ≥ {st.get('stop_kappa', 0.99):g}, normalized entropy "
              f"< {st.get('stop_uncertainty', 0.05):g}, prequential gain < {gain:g}, stop set "
              f"{st.get('stop_sample', 1000)} pool items. Advice: consider = one of the three criteria "
              "(stabilizing predictions, overall uncertainty, prequential plateau), stop = two.", "",
              "| configuration | criterion | fires at (per seed) | test metric there | test plateau at | "
-             "test metric at plateau | best test metric |", "|---|---|---|---|---|---|---|"]
+             f"test metric at plateau | best test metric | within {gain:g} of the best at |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in names:
         runs = _runs(records, name)
         plateau = {s: plateau_index([r["metric"] for r in rows], 1, gain) for s, rows in runs.items()}
         at_plateau = _mean([rows[plateau[s]]["metric"] for s, rows in runs.items() if plateau[s] is not None])
         best = _mean([max(r["metric"] for r in rows) for rows in runs.values()])
+        near_best = [near_best_iteration(rows, gain) for rows in runs.values()]
         fired = {s: fired_at(rows, st) for s, rows in runs.items()}
         for criterion in CRITERIA:
             its = [fired[s][criterion] for s in runs]
             there = _mean([next(r["metric"] for r in runs[s] if r["iteration"] == fired[s][criterion])
                            for s in runs if fired[s][criterion] is not None])
             lines.append(f"| {name} | {criterion} | {_cell(its)} | {there} | {_cell(list(plateau.values()))} | "
-                         f"{at_plateau} | {best} |")
+                         f"{at_plateau} | {best} | {_cell(near_best)} |")
     lines += ["", "Per iteration (mean over seeds): κ with the previous model, stop-set entropy, prequential "
               "agreement of the model on its own query.", "",
               "| configuration | iteration | κ | entropy | prequential | test metric |", "|---|---|---|---|---|---|"]

@@ -1,7 +1,7 @@
 """bench/emulation/stopping.py: where each criterion fires in one run's records (hand-made series)."""
 from __future__ import annotations
 
-from bench.emulation.stopping import fired_at, stopping_markdown
+from bench.emulation.stopping import fired_at, near_best_iteration, stopping_markdown
 
 ST = {"stop_window": 2, "stop_kappa": 0.95, "stop_uncertainty": 0.1, "stop_min_gain": 0.01}
 
@@ -29,6 +29,13 @@ def test_the_report_section():
     lines = stopping_markdown(run, ["standard"], ST)
     text = "\n".join(lines)
     assert "## Stopping criteria vs the test curve" in text
-    assert "| standard | stabilizing predictions | 2 | 0.606 | 1 | 0.605 | 0.606 |" in text
-    assert "| standard | overall uncertainty | – | – | 1 | 0.605 | 0.606 |" in text
+    assert "| standard | stabilizing predictions | 2 | 0.606 | 1 | 0.605 | 0.606 | 0 |" in text
+    assert "| standard | overall uncertainty | – | – | 1 | 0.605 | 0.606 | 0 |" in text
     assert stopping_markdown([{**r, "stop_uncertainty": None} for r in run], ["standard"], ST) == []
+
+
+def test_near_best_iteration():
+    """Where stopping would have cost less than the gain: the first point within it of the run's best."""
+    run = rows([None] * 5, [0.5] * 5, [None] * 5, [0.6, 0.80, 0.842, 0.85, 0.845])
+    assert near_best_iteration(run, 0.01) == 2  # 0.842 >= 0.85 - 0.01; 0.80 is not
+    assert near_best_iteration(run, 0.0) == 3
