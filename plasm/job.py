@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 from rq import get_current_job
+from rq.timeouts import BaseTimeoutException, JobTimeoutException
 
 from albackend.adapters.lsclient import LabelStudioClient
 from albackend.models.runtime import configure_runtime
@@ -62,6 +63,19 @@ class Reporter:
         if base.get("queued_at"):
             self.state["queued_at"] = base["queued_at"]
         self._last_meta = 0.0
+        timeout = getattr(job, "timeout", None)
+        self.timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+        self.deadline = time.monotonic() + self.timeout if self.timeout else None
+
+    def check_deadline(self) -> None:
+        """Raise RQ's timeout once the job's time is up, at the next progress report.
+
+        RQ delivers its timeout as an exception from a signal handler, wherever the work horse happens to be; a
+        library that catches Exception around that spot (a model loader, a retry loop) swallows it and the job
+        runs on past its limit. Checking at every progress report makes the limit hold anyway.
+        """
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise JobTimeoutException(f"Task exceeded maximum timeout value ({self.timeout:g} seconds)")
 
     def save(self, *, status_file: bool = True, force: bool = True) -> None:
         self.state["updated_at"] = time.time()
@@ -71,6 +85,8 @@ class Reporter:
             try:
                 self.job.meta.update(self.state)
                 self.job.save_meta()
+            except BaseTimeoutException:  # RQ's timeout, landed here: the job must stop
+                raise
             except Exception:  # noqa: BLE001 - Redis hiccups must not kill a long job
                 log.warning("could not save the job meta", exc_info=True)
         if status_file:
@@ -84,6 +100,7 @@ class Reporter:
         self.save()
 
     def progress(self, stage: str, fraction: float, info: dict) -> None:
+        self.check_deadline()
         changed = stage != self.state.get("stage")
         info = dict(info)
         self.state["timings"] = {**self.state["timings"], **info.pop("timings", {})}

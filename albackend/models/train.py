@@ -39,7 +39,7 @@ class TrainConfig:
     warmup: float = 0.1
     grad_clip: float = 1.0
     seed: int = 42
-    patience: int = 2  # epochs without dev improvement before stopping (only with an evaluate callback)
+    patience: int = 2  # epochs without dev improvement before stopping (with an evaluate callback, after min_steps)
     head_lr: float = 0.0  # lr of the parameters not in the checkpoint (the new head); 0 = lr
     class_weights: tuple[float, ...] = ()  # cross-entropy weight per class / tag id; () = unweighted
     label_smoothing: float = 0.0
@@ -161,11 +161,16 @@ def fine_tune(model: torch.nn.Module, features: Sequence[dict], cfg: TrainConfig
               on_step: Callable[[int, int, float], None] | None = None, new_params: Collection[str] = ()) -> dict:
     """Train in place; returns stats. With `evaluate`, restores the best-scoring epoch's weights.
 
+    Epochs are evaluated (and early stopping counts) only once `cfg.min_steps` are done: min_steps is the floor
+    that keeps tiny label sets from under-training, and a noisy dev set of a few examples would otherwise stop a
+    teacher after 3 epochs of 2 steps (or pick its first epoch) whatever min_steps says.
+
     `new_params`: names of the parameters that are not pretrained (they get `cfg.head_lr`).
     """
     if not features:
         raise ValueError("no training examples")
     total, per_epoch = plan_steps(len(features), cfg)
+    floor = min(cfg.min_steps, total)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model.to(device).train()
@@ -193,7 +198,7 @@ def fine_tune(model: torch.nn.Module, features: Sequence[dict], cfg: TrainConfig
             if step >= total:
                 break
         epoch += 1
-        if evaluate is not None:
+        if evaluate is not None and step >= floor:
             model.eval()
             score = float(evaluate())
             model.train()

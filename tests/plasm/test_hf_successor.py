@@ -38,7 +38,7 @@ def test_classification_successor_round_trip(bases, tmp_path):
         model.predict_proba(["x"])
     stats = model.fit(texts, labels, dev_texts=dev_x, dev_targets=dev_y, seed=0)
     assert stats["dev_metric"] == "accuracy" and 0 < stats["steps"] <= 8 and stats["train_examples"] == 24
-    assert stats["best_dev_metric"] is not None and len(stats["dev_history"]) == stats["epochs"]
+    assert stats["best_dev_metric"] is not None and 1 <= len(stats["dev_history"]) <= stats["epochs"]
     probs = model.predict_proba(dev_x)
     assert probs.shape == (6, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert model.predict([]).shape == (0,)

@@ -118,6 +118,25 @@ def test_training_changes_the_model(tiny):
     assert not np.allclose(before, model.predict(TEXTS).probs)
 
 
+def falling_dev_scores():
+    """An evaluate callback whose every epoch scores worse than the last: early stopping at the first chance."""
+    scores = iter(range(100, 0, -1))
+    return lambda: float(next(scores))
+
+
+@pytest.mark.parametrize("min_steps, epochs, steps, history", [
+    (12, 1, 12, 1),  # the floor is the whole plan (6 epochs of 2 steps): only the last epoch is scored
+    (4, 10, 8, 3),  # scored from epoch 2 (step 4) on; patience 2 stops after epoch 4 (step 8)
+])
+def test_early_stopping_waits_for_min_steps(tiny, min_steps, epochs, steps, history):
+    """min_steps is a floor even with a dev set: a noisy few-example dev set once stopped a PLASM teacher after
+    3 epochs of 2 steps (--min-steps 20000 ran 6 steps) and kept its first epoch."""
+    cfg = dataclasses.replace(CFG, min_steps=min_steps, epochs=epochs, patience=2)
+    stats = create(tiny, CLS).fit(cls_examples(), cfg, evaluate=falling_dev_scores())
+    assert stats["steps_per_epoch"] == 2 and stats["steps"] == steps, stats
+    assert len(stats["dev_history"]) == history and stats["best_epoch"] == min_steps // 2, stats
+
+
 @pytest.mark.usefixtures("fp32_scoring")
 def test_predict_order_survives_length_sorting(tiny):
     model = create(tiny, CLS)
