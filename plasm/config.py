@@ -47,8 +47,8 @@ class PlasmConfig:
     """Everything a PLASM run needs besides the data. JSON round trip: :meth:`to_dict` / :meth:`from_dict`.
 
     Training configs left ``None`` use the product's recipe (``albackend.models.train.default_train_config``: 5
-    epochs, >= 60 steps, batch 16, lr 1e-4 for classification / 5e-5 + head lr 3e-3 for tagging, patience 2); the
-    run's ``seed`` always replaces their seed.
+    epochs, >= 60 steps, batch 16, lr 1e-4, plus a head lr of 3e-3 for tagging; early stopping on the dev split
+    with patience 2, counted only once the 60 steps are done); the run's ``seed`` always replaces their seed.
     """
 
     teacher: str = "minilm-l6"
