@@ -156,6 +156,37 @@ def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weights: 
                                              weight=weights, ignore_index=-100, label_smoothing=smoothing)
 
 
+class BestEpoch:
+    """Early stopping: keeps the best-scoring epoch's weights and says when `patience` epochs in a row did not
+    improve on it."""
+
+    def __init__(self, patience: int):
+        self.patience, self.bad_epochs, self.history = patience, 0, []
+        self.score, self.epoch, self.state = -math.inf, -1, None
+
+    def update(self, model: torch.nn.Module, epoch: int, score: float) -> bool:
+        """Record the epoch's dev score; True when training should stop."""
+        self.history.append(score)
+        if score > self.score:
+            self.score, self.epoch, self.bad_epochs = score, epoch, 0
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs < self.patience:
+            return False
+        log.info("early stopping after epoch %d (best %d: %.4f)", epoch, self.epoch, self.score)
+        return True
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+    def stats(self) -> dict:
+        kept = self.state is not None
+        return {"dev_history": self.history, "best_dev": self.score if kept else None,
+                "best_epoch": self.epoch if kept else None}
+
+
 def fine_tune(model: torch.nn.Module, features: Sequence[dict], cfg: TrainConfig, device: torch.device, *,
               pad_id: int = 0, evaluate: Callable[[], float] | None = None,
               on_step: Callable[[int, int, float], None] | None = None, new_params: Collection[str] = ()) -> dict:
@@ -178,8 +209,7 @@ def fine_tune(model: torch.nn.Module, features: Sequence[dict], cfg: TrainConfig
     opt = torch.optim.AdamW(param_groups(model, cfg, new_params), lr=cfg.lr)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
     lengths = [len(f["input_ids"]) for f in features]
-    step, epoch, losses = 0, 0, []
-    best_score, best_state, best_epoch, bad_epochs, history = -math.inf, None, -1, 0, []
+    step, epoch, losses, best = 0, 0, [], BestEpoch(cfg.patience)
     t0 = time.perf_counter()
     while step < total:
         for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
@@ -202,21 +232,9 @@ def fine_tune(model: torch.nn.Module, features: Sequence[dict], cfg: TrainConfig
             model.eval()
             score = float(evaluate())
             model.train()
-            history.append(score)
-            if score > best_score:
-                best_score, best_epoch, bad_epochs = score, epoch, 0
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            else:
-                bad_epochs += 1
-                if bad_epochs >= cfg.patience:
-                    log.info("early stopping after epoch %d (best %d: %.4f)", epoch, best_epoch, best_score)
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            if best.update(model, epoch, score):
+                break
+    best.restore(model)
     model.eval()
-    return {
-        "steps": step, "planned_steps": total, "epochs": epoch, "steps_per_epoch": per_epoch,
-        "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0,
-        "dev_history": history, "best_dev": None if best_state is None else best_score,
-        "best_epoch": best_epoch if best_state is not None else None,
-    }
+    return {"steps": step, "planned_steps": total, "epochs": epoch, "steps_per_epoch": per_epoch,
+            "final_loss": float(np.mean(losses[-10:])), "seconds": time.perf_counter() - t0, **best.stats()}
