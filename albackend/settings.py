@@ -57,7 +57,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "STOP_SAMPLE_SIZE": ("1000", "Stop set: a fixed seeded sample of the pool that every new model version scores, for the stopping criteria (0 = off)."),
     "STOP_KAPPA": ("0.99", "Stabilizing predictions: the mean Cohen's kappa between consecutive versions on the stop set at which to stop."),
     "STOP_WINDOW": ("3", "Stopping criteria: how many versions the kappa mean and the prequential plateau look back over."),
-    "STOP_UNCERTAINTY": ("0.05", "Overall uncertainty: stop when the mean normalized entropy of the predictions on the stop set is below this."),
+    "STOP_UNCERTAINTY": ("0.05", "Overall uncertainty: stop when the mean normalized entropy of the predictions on the stop set (NER: per sentence, its most uncertain word) is below this."),
     "STOP_MIN_GAIN": ("0.01", "Prequential plateau: an agreement gain below this over the last STOP_WINDOW versions counts as a plateau."),
     "LS_SUMMARY": ("true", "After each retrain, append a one-line summary (iteration, agreement, stopping advice) to this backend's ML backend title in Label Studio and write it as a line of its description."),
     "LS_TRAINING_STATE": ("true", "Show the training state (running and its phase, finished with the current model, or failed and why) as a line of this backend's ML backend description in Label Studio."),
