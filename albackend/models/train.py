@@ -6,7 +6,6 @@ not padding. Optional per-epoch evaluation keeps the best weights (early stoppin
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -158,9 +157,9 @@ def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weights: 
 
 class BestEpoch:
     """Early stopping: keeps the best-scoring epoch's weights and says when `patience` epochs in a row did not
-    improve on it."""
+    improve on it (None: never stop early, only keep the best). Shared by fine_tune and the classical successors."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int | None):
         self.patience, self.bad_epochs, self.history = patience, 0, []
         self.score, self.epoch, self.state = -math.inf, -1, None
 
@@ -169,10 +168,10 @@ class BestEpoch:
         self.history.append(score)
         if score > self.score:
             self.score, self.epoch, self.bad_epochs = score, epoch, 0
-            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             return False
         self.bad_epochs += 1
-        if self.bad_epochs < self.patience:
+        if self.patience is None or self.bad_epochs < self.patience:
             return False
         log.info("early stopping after epoch %d (best %d: %.4f)", epoch, self.epoch, self.score)
         return True

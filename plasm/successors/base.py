@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from albackend.models.device import autocast, pick_device, seed_everything
+from albackend.models.train import BestEpoch
 
 from .vocab import Vocab
 
@@ -245,35 +246,31 @@ class ClassicalSuccessor:
         if progress:
             epochs_iter = tqdm(epochs_iter, desc=f"fit {self.model_type}", unit="epoch")
         steps, epochs_run, train_loss = 0, 0, math.nan
-        best_metric, best_epoch, best_state, bad_epochs = -math.inf, None, None, 0
+        best = BestEpoch(c.patience)
         for epoch in epochs_iter:
             losses = self._train_epoch(items, torch.randperm(len(items), generator=generator).tolist(), optimizer)
             steps += len(losses)
             epochs_run, train_loss = epoch, float(np.mean(losses))
             if has_dev:
                 metric = float(self._dev_metric(dev_texts, dev_targets))
-                if metric > best_metric:
-                    best_metric, best_epoch, bad_epochs = metric, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    bad_epochs += 1
+                stop = best.update(self.model, epoch, metric)
                 if progress:
                     epochs_iter.set_postfix(loss=f"{train_loss:.4f}", **{self.dev_metric_name: f"{metric:.4f}"})
-                if c.patience is not None and bad_epochs >= c.patience:
+                if stop:
                     break
             elif progress:
                 epochs_iter.set_postfix(loss=f"{train_loss:.4f}")
         if progress:
             epochs_iter.close()
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+        best.restore(self.model)
         self.model.eval()
+        kept = best.stats()
         return {
             "epochs": epochs_run,
             "steps": steps,
             "seconds": time.perf_counter() - start,
-            "best_dev_metric": best_metric if best_epoch is not None else None,
-            "best_epoch": best_epoch,
+            "best_dev_metric": kept["best_dev"],
+            "best_epoch": kept["best_epoch"],
             "dev_metric": self.dev_metric_name if has_dev else None,
             "train_loss": train_loss,
             "train_examples": len(items),
