@@ -90,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--out", help="output directory (default bench/out/emulate/<dataset>)")
     o.add_argument("--resume", action="store_true", help="keep finished (config group, seed) runs of --out")
     o.add_argument("--report-only", metavar="DIR", help="re-render report.md and plots from DIR/results.json")
+    o.add_argument("--merge", metavar="DIR", nargs="+",
+                   help="unite the results.json of runs split over processes (e.g. --seeds 0 and --seeds 1) into "
+                        "--out, and render its report")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--list-configs", action="store_true", help="print the presets and exit")
     return p
@@ -179,6 +182,16 @@ def _check(st: Settings, kind: str) -> None:
                 raise ValueError(f"{c.name}: {exc}") from None
 
 
+def _merge(parts: list[str], out_arg: str | None) -> int:
+    from bench.emulation.runner import merge_dirs
+
+    if not out_arg:
+        raise ValueError("--merge needs --out")
+    result = merge_dirs([Path(d) for d in parts], Path(out_arg))
+    print(f"merged {len(result['records'])} records of {len(parts)} runs -> {out_arg}")
+    return 0
+
+
 def _main(args, argv: list[str] | None) -> int:
     if args.list_configs:
         for name, c in presets(Settings()).items():
@@ -191,6 +204,8 @@ def _main(args, argv: list[str] | None) -> int:
         plots = render(json.loads((out / RESULTS).read_text()), out)
         print(f"wrote {out / 'report.md'} and {', '.join(plots.values())}")
         return 0
+    if args.merge:
+        return _merge(args.merge, args.out)
     st = build(args)
     if args.threads:
         import torch

@@ -123,6 +123,62 @@ def run(ds: Dataset, st: Settings, out_dir: Path, *, resume: bool = False, progr
     return result
 
 
+# settings that may differ between the parts of one experiment run in parallel: which seeds / configurations a
+# process ran, and where its distilled student lives (a path; its recipe is compared through meta "student")
+_PART_KEYS = ("seeds", "acquisition")
+
+
+def _comparable(result: dict) -> dict:
+    meta = result.get("meta", {})
+    settings = {k: v for k, v in meta.get("settings", {}).items() if k not in _PART_KEYS}
+    student = {k: v for k, v in (meta.get("student") or {}).items() if k not in ("dir", "command", "reused",
+                                                                               "train_seconds")}
+    return {"dataset": meta.get("dataset"), "settings": settings, "budgets": meta.get("budgets"), "student": student}
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One results.json from runs of the same experiment split over processes (e.g. a seed each, so both cores
+    work): records and finished (group, seed) pairs are united; wall and CPU seconds are summed (the cost, not
+    the elapsed time). Parts with a different dataset, recipe or student are refused, and so is a (group, seed)
+    finished in two parts, since their records could silently disagree."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    ref = _comparable(parts[0])
+    done: list = []
+    records: list[dict] = []
+    configs: dict[str, dict] = {}
+    for i, part in enumerate(parts):
+        if _comparable(part) != ref:
+            diff = [k for k, v in _comparable(part).items() if v != ref[k]]
+            raise ValueError(f"part {i + 1} is another experiment: its {', '.join(diff)} differ from part 1")
+        for pair in part["meta"].get("done", []):
+            if pair in done:
+                raise ValueError(f"group {pair[0]!r} seed {pair[1]} is finished in two parts")
+            done.append(pair)
+        finished = {tuple(d) for d in part["meta"].get("done", [])}
+        records += [r for r in part["records"] if (r["group"], r["seed"]) in finished]
+        for c in part.get("configs", []):
+            configs.setdefault(c["name"], c)
+    meta = {**parts[0]["meta"], "done": done, "merged_from": [p["meta"].get("command", "") for p in parts],
+            "wall_s": sum(p["meta"].get("wall_s", 0.0) for p in parts),
+            "cpu_s": sum(p["meta"].get("cpu_s", 0.0) for p in parts)}
+    meta["settings"] = {**meta["settings"], "seeds": sorted({s for _, s in done})}
+    return {"meta": meta, "configs": list(configs.values()), "records": records}
+
+
+def merge_dirs(parts: list[Path], out_dir: Path) -> dict:
+    """:func:`merge_results` of the parts' results.json, written to ``out_dir`` with its report."""
+    files = [d / RESULTS for d in parts]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no results: {', '.join(missing)}")
+    result = merge_results([json.loads(f.read_text()) for f in files])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / RESULTS, result)
+    render(result, out_dir)
+    return result
+
+
 def render(result: dict, out_dir: Path) -> dict[str, str]:
     """Write report.md and the PNGs next to results.json; returns the plot file names."""
     plots = plot(result, out_dir) if result["records"] else {}

@@ -379,3 +379,34 @@ def test_reduced_successor_run_settings(dataset, config_file, lr, successor_step
     assert (st.successor_train.min_steps, st.successor_train.max_steps) == successor_steps
     assert st.distil["epochs"] == 4 and st.distil["max_length"] == 64
     assert [c.name for c in st.configs] == ["standard", "mismatch", "plasm", "same", "random-succ"]
+
+
+def test_merge_of_runs_split_by_seed_equals_one_run(tmp_path, tiny_model):
+    """Seeds run in parallel processes and merged give what one process running both seeds gives."""
+    from bench.emulate import main
+
+    train = _write_csv(tmp_path / "train.csv", _cls_rows(60, 0))
+    test = _write_csv(tmp_path / "test.csv", _cls_rows(15, 1))
+    cfg = _config_file(tmp_path / "cfg.json", tiny_model, "cnn",
+                       {"seed_fraction": 0.1, "query_fraction": 0.1, "iterations": 2})
+    common = ["--train", str(train), "--test", str(test), "--config-file", str(cfg), "--configs",
+              "standard,mismatch", "--no-progress"]
+    assert main(common + ["--seeds", "0,1", "--out", str(tmp_path / "both")]) == 0
+    for seed in (0, 1):
+        assert main(common + ["--seeds", str(seed), "--out", str(tmp_path / f"s{seed}")]) == 0
+    assert main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")]) == 0
+    records = _check_outputs(tmp_path / "merged", ["standard", "mismatch"], 2, [0, 1], "classification")
+    one = json.loads((tmp_path / "both" / "results.json").read_text())
+
+    def key(rs):
+        return sorted((r["config"], r["seed"], r["iteration"], r["n_labeled"], r["metric"]) for r in rs)
+
+    assert key(records) == key(one["records"])
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged["meta"]["settings"]["seeds"] == [0, 1] and len(merged["meta"]["merged_from"]) == 2
+    # a part merged twice, or a part of another experiment, is refused with a clear error (exit 2)
+    assert main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s0"), "--out", str(tmp_path / "m2")]) == 2
+    other = json.loads((tmp_path / "s1" / "results.json").read_text())
+    other["meta"]["settings"]["pool_size"] = 7
+    (tmp_path / "s1" / "results.json").write_text(json.dumps(other))
+    assert main(["--merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m3")]) == 2
