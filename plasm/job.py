@@ -173,7 +173,7 @@ def push_predictions(data: PlasmData, params: dict) -> dict:
 def _summary(report: dict, run_dir: Path, load_seconds: float) -> dict:
     return {"run_dir": str(run_dir), "counts": report["counts"], "q": report["q"],
             "dev_metrics": {k: {m: v for m, v in d.items() if m != "n"} for k, d in report["dev_metrics"].items()},
-            "timings": {"load": load_seconds, **report["timings"]}}
+            "warnings": report.get("warnings", []), "timings": {"load": load_seconds, **report["timings"]}}
 
 
 def _push(params: dict, data: PlasmData, summary: dict, reporter: Reporter) -> None:

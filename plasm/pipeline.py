@@ -61,7 +61,7 @@ from albackend.models.acquisition import AcquisitionModel
 from albackend.services.store import atomic_write_text, json_default
 from plasm.config import (SUCCESSOR_KEYWORDS, PlasmConfig, PlasmError, SuccessorChoice,  # noqa: F401 - re-exported
                           parse_successor, tracin_base, validate_config)
-from plasm.evaluation import HFView, evaluate_successor, example_targets, metric_score
+from plasm.evaluation import HFView, evaluate_successor, example_targets, metric_score, successor_warnings
 from albackend.algorithms.plasm_filters import plan_filters
 from plasm.progress import Tracker, step_reporter
 from plasm.stages import filter_pseudo_labels, make_successor, pseudo_label, split_gold
@@ -235,7 +235,7 @@ def run_plasm(gold: list[Example], pool_texts: list[str], spec: TaskSpec, cfg: P
         "dev_metrics": dev_metrics, "test_metrics": test_metrics,
         "teacher": {"model": cfg.teacher, "training": _jsonable(teacher.stats)},
         "successor": {"type": successor_type, "training": _jsonable(succ_stats)},
-        "tracin": filtered.tracin, "timings": {},
+        "tracin": filtered.tracin, "warnings": successor_warnings(dev_metrics), "timings": {},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "device": str(teacher.model.device)},
         "artifacts": {"teacher": "teacher", "successor": "successor", "pseudo_labels": PSEUDO_FILE,

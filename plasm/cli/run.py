@@ -183,6 +183,8 @@ def _print_summary(run_id: str, summary: dict) -> None:
         f"{role} " + " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
         for role, m in summary["dev_metrics"].items()))
     print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items() if v is not None))
+    for note in summary.get("warnings") or []:
+        print(f"  warning: {note}")
 
 
 # ================================================================================================ command

@@ -51,6 +51,8 @@ def _print(record: dict, job: str) -> None:
     for note in record.get("errors") or []:
         if note != record.get("reason"):
             print(f"  note: {note}")
+    for note in (record.get("summary") or {}).get("warnings") or []:
+        print(f"  warning: {note}")
     if record.get("run_dir"):
         print(f"  run dir: {record['run_dir']}")
 

@@ -13,6 +13,7 @@ from albackend.domain.examples import Example
 from albackend.models.train import default_train_config
 from plasm import pipeline as P
 from albackend.algorithms.plasm_filters import drop_count, plan_filters
+from plasm.evaluation import successor_warnings
 from plasm.successors import load_successor
 from plasm.successors.bilstm import BiLSTMTaggerSuccessor
 from plasm.successors.cnn import CNNClassifierSuccessor
@@ -56,6 +57,8 @@ def _check_report(report, out, n_pool, cfg):
     for role in ("teacher", "successor"):
         m = report["dev_metrics"][role]
         assert 0.0 <= m[m["metric"]] <= 1.0
+        assert (m["predicted_spans"] >= 0) if m["metric"] == "f1" else "predicted_spans" not in m
+    assert report["warnings"] == successor_warnings(report["dev_metrics"])
     # the files agree with the report
     assert (out / "COMPLETE").is_file()
     assert json.loads((out / "report.json").read_text())["counts"] == c
