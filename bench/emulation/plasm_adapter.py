@@ -9,6 +9,7 @@ directory is deleted afterwards (``keep_dir`` keeps it).
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from albackend.domain.examples import Example
 from bench.emulation.config import ConfigSpec, Settings
 from bench.emulation.data import Dataset
-from bench.emulation.learners import Learner
+from bench.emulation.learners import Learner, TrainOpts
 
 
 def plasm_available() -> bool:
@@ -44,11 +45,16 @@ class PlasmLearner(Learner):
         st = self.st
         kind = self.spec.kind
         extra = dict(st.plasm or {})
+        # settings.plasm.successor_train overrides successor_train for PLASM's successor only: it trains on gold +
+        # kept pseudo-labels, several times the gold-only baselines' data, so a step cap sized for those
+        # undertrains it (docs/results.md section 8)
+        successor = TrainOpts.from_dict({**dataclasses.asdict(st.successor_train),
+                                         **(extra.pop("successor_train", None) or {})})
         return PlasmConfig(
             teacher=self.cfg.teacher, successor=self.cfg.successor, filter=self.cfg.plasm_filter, seed=seed,
             device=st.device, max_length=st.teacher_train.max_length,
             teacher_train=st.teacher_train.train_config(kind, seed),
-            successor_train=st.successor_train.train_config(kind, seed),
+            successor_train=successor.train_config(kind, seed),
             classical=dict(st.classical), infer_batch_size=st.teacher_train.infer_batch_size, **extra)
 
     def fit(self, examples: Sequence[Example], seed: int, labeled: np.ndarray | None = None) -> dict:
