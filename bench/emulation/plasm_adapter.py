@@ -45,16 +45,15 @@ class PlasmLearner(Learner):
         st = self.st
         kind = self.spec.kind
         extra = dict(st.plasm or {})
-        # settings.plasm.successor_train overrides successor_train for PLASM's successor only: it trains on gold +
-        # kept pseudo-labels, several times the gold-only baselines' data, so a step cap sized for those
-        # undertrains it (docs/results.md section 8)
-        successor = TrainOpts.from_dict({**dataclasses.asdict(st.successor_train),
-                                         **(extra.pop("successor_train", None) or {})})
+        # a train config in settings.plasm overrides the role's options for PLASM only (fields not named keep the
+        # role's): its successor trains on gold + kept pseudo-labels, several times the gold-only baselines'
+        # data, so a step cap sized for those undertrains it (docs/results.md section 8)
+        train = {key: TrainOpts.from_dict({**dataclasses.asdict(opts), **(extra.pop(key, None) or {})})
+                 .train_config(kind, seed)
+                 for key, opts in (("teacher_train", st.teacher_train), ("successor_train", st.successor_train))}
         return PlasmConfig(
             teacher=self.cfg.teacher, successor=self.cfg.successor, filter=self.cfg.plasm_filter, seed=seed,
-            device=st.device, max_length=st.teacher_train.max_length,
-            teacher_train=st.teacher_train.train_config(kind, seed),
-            successor_train=successor.train_config(kind, seed),
+            device=st.device, max_length=st.teacher_train.max_length, **train,
             classical=dict(st.classical), infer_batch_size=st.teacher_train.infer_batch_size, **extra)
 
     def fit(self, examples: Sequence[Example], seed: int, labeled: np.ndarray | None = None) -> dict:

@@ -148,8 +148,9 @@ def merge_results(parts: list[dict]) -> dict:
     records: list[dict] = []
     configs: dict[str, dict] = {}
     for i, part in enumerate(parts):
-        if _comparable(part) != ref:
-            diff = [k for k, v in _comparable(part).items() if v != ref[k]]
+        mine = _comparable(part)
+        if mine != ref:
+            diff = [k for k, v in mine.items() if v != ref[k]]
             raise ValueError(f"part {i + 1} is another experiment: its {', '.join(diff)} differ from part 1")
         for pair in part["meta"].get("done", []):
             if pair in done:
@@ -159,7 +160,10 @@ def merge_results(parts: list[dict]) -> dict:
         records += [r for r in part["records"] if (r["group"], r["seed"]) in finished]
         for c in part.get("configs", []):
             configs.setdefault(c["name"], c)
-    meta = {**parts[0]["meta"], "done": done, "merged_from": [p["meta"].get("command", "") for p in parts],
+    # part 1's meta minus what only described part 1 (its command and resumes): the parts' commands are listed
+    own = ("command", "commands_before_resume", "wall_s_before_resume", "cpu_s_before_resume", "finished_at")
+    meta = {**{k: v for k, v in parts[0]["meta"].items() if k not in own}, "done": done,
+            "merged_from": [p["meta"].get("command", "") for p in parts],
             "wall_s": sum(p["meta"].get("wall_s", 0.0) for p in parts),
             "cpu_s": sum(p["meta"].get("cpu_s", 0.0) for p in parts)}
     meta["settings"] = {**meta["settings"], "seeds": sorted({s for _, s in done})}
